@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Hello-world throughput with a fresh instance per request: cyclone against
+# native hyper and `wasmtime serve` (defaults, and with tuned pooling flags),
+# in one run, alternating the servers each round. Writes the table to
+# bench/RESULTS.md (between the "hello" markers) and prints it.
+#
+# Usage: bench/hello.sh            (env: ROUNDS=3 DURATION=10 CONNECTIONS=64 WRK_THREADS=2)
+# Needs wrk (installed with apt-get when missing and run as root) and
+# wasmtime-cli 48, installed from crates.io into bench/.cache when missing.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+WASMTIME_VERSION=48.0.8
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache="$root/bench/.cache"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# wasmtime records a backtrace on every store drop when RUST_BACKTRACE is set;
+# no server here runs with it.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+    else
+        echo "bench: wrk is missing (apt-get install wrk)" >&2
+        exit 1
+    fi
+fi
+wasmtime="$cache/bin/wasmtime"
+if ! "$wasmtime" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
+    echo "bench: installing wasmtime-cli $WASMTIME_VERSION into $cache (several minutes)" >&2
+    cargo install --quiet --locked wasmtime-cli --version "$WASMTIME_VERSION" --root "$cache"
+fi
+
+cd "$root"
+cargo build --quiet --release -p cyclone-host -p hyper-hello
+cargo build --quiet --release --target wasm32-wasip2 -p hello
+hello="$root/target/wasm32-wasip2/release/hello.wasm"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    for _ in $(seq 1 600); do
+        if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+        sleep 0.1
+    done
+    echo "bench: server on port $1 did not start" >&2
+    return 1
+}
+
+# start NAME PORT: runs the server in the background, sets $server_pid.
+start() {
+    local port=$2
+    case $1 in
+        cyclone) "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
+        hyper) "$root/target/release/hyper-hello" "127.0.0.1:$port" ;;
+        wasmtime-serve) "$wasmtime" serve --addr "127.0.0.1:$port" "$hello" ;;
+        wasmtime-serve-tuned)
+            "$wasmtime" serve --addr "127.0.0.1:$port" \
+                -O pooling-memory-keep-resident=2097152 \
+                -O pooling-table-keep-resident=65536 \
+                -O pooling-pagemap-scan=y "$hello" ;;
+    esac >"$work/$1.log" 2>&1 &
+    server_pid=$!
+    wait_port "$port"
+}
+
+servers=(hyper cyclone wasmtime-serve wasmtime-serve-tuned)
+for round in $(seq 1 "$ROUNDS"); do
+    for name in "${servers[@]}"; do
+        port=$(free_port)
+        start "$name" "$port"
+        url="http://127.0.0.1:$port/"
+        [ "$(curl -s "$url")" = "Hello, world!" ] || { echo "bench: $name answered wrong" >&2; exit 1; }
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$url" >/dev/null
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" >"$work/wrk.out"
+        rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out")
+        p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out")
+        p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out")
+        errors=$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.out" | tr '\n' ' ')
+        echo "$name $round $rps $p50 $p99 ${errors:-none}" | tee -a "$work/results" >&2
+        kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+    done
+done
+
+# Median requests/s per server (and the p50/p99 of that round).
+table=$(python3 - "$work/results" <<'PY'
+import sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    name, rnd, rps, p50, p99, *err = line.split(maxsplit=5)
+    rows.setdefault(name, []).append((float(rps), p50, p99, " ".join(err).strip()))
+hyper = statistics.median(r[0] for r in rows["hyper"])
+serve = statistics.median(r[0] for r in rows["wasmtime-serve"])
+tuned = statistics.median(r[0] for r in rows["wasmtime-serve-tuned"])
+print("| server | req/s (median) | p50 | p99 | vs hyper | vs `wasmtime serve` | vs tuned `wasmtime serve` | all rounds (req/s) | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned"]:
+    runs = sorted(rows[name], key=lambda r: r[0])
+    med = runs[len(runs) // 2]
+    print(f"| {name} | {med[0]:,.0f} | {med[1]} | {med[2]} | {med[0]/hyper:.2f}x | {med[0]/serve:.2f}x | {med[0]/tuned:.2f}x "
+          f"| {', '.join(f'{r[0]:,.0f}' for r in rows[name])} | {med[3]} |")
+PY
+)
+
+header="Hello world, fresh instance per request: \`bench/hello.sh\` on $(date -u +%F), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), commit $(git rev-parse --short HEAD 2>/dev/null || echo none).
+wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION; tuned = \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
+
+results="$root/bench/RESULTS.md"
+[ -f "$results" ] || printf '# Benchmark results\n\nEach section is written by the script it names; rerun the script to refresh it.\n' >"$results"
+python3 - "$results" "$header" "$table" <<'PY'
+import sys, re
+path, header, table = sys.argv[1:4]
+text = open(path).read()
+section = f"<!-- hello:start -->\n## Hello world\n\n{header}\n\n{table}\n<!-- hello:end -->"
+if "<!-- hello:start -->" in text:
+    text = re.sub(r"<!-- hello:start -->.*?<!-- hello:end -->", lambda m: section, text, flags=re.S)
+else:
+    text = text.rstrip("\n") + "\n\n" + section + "\n"
+open(path, "w").write(text)
+PY
+echo "$table"

@@ -1,0 +1,161 @@
+//! What a guest can reach: the per-request store state and the linker that
+//! exposes WASI and cyclone's own interfaces to components.
+//!
+//! Guests see `wasi:http/proxy` (HTTP types, clocks, random, stdio) and the
+//! rest of WASI 0.2 with nothing granted: no preopened folders, no environment
+//! variables, no sockets. Outbound HTTP is refused for now. Imports nobody
+//! provides trap when called, so a component links as long as it never calls
+//! them.
+
+mod guest_log;
+
+use std::sync::Arc;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, LinkerInstance, ResourceTable, ResourceType};
+use wasmtime::{Engine, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+pub use guest_log::GuestLog;
+
+/// Everything one request's store holds.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: OutboundHttp,
+    table: ResourceTable,
+    /// The store's resource limits, read by `Store::limiter`.
+    pub limits: StoreLimits,
+}
+
+impl HostState {
+    /// State for one request of `app`, with guest output tagged `request_id`.
+    pub fn new(app: &Arc<str>, request_id: u64, limits: StoreLimits) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(GuestLog::new(app.clone(), request_id, "stdout"))
+            .stderr(GuestLog::new(app.clone(), request_id, "stderr"))
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHttp,
+            table: ResourceTable::new(),
+            limits,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// The outbound HTTP policy: every request is denied until apps can list the
+/// hosts they may reach.
+struct OutboundHttp;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        tracing::warn!(uri = %request.uri(), "outbound HTTP denied: no hosts are allowed");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// WASI interfaces the linker provides (any 0.2.x version). An import outside
+/// them is linked as a trap.
+const PROVIDED: &[&str] = &[
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:http/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
+
+/// A linker for `component`: WASI 0.2 and `wasi:http`, with every other import
+/// of the component defined to trap when called.
+pub fn linker_for(engine: &Engine, component: &Component) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    // `Linker::define_unknown_imports_as_traps` would also redefine resources
+    // that provided interfaces `use` from `wasi:io` (e.g. `pollable` in
+    // `wasi:clocks`) and break them, so stub only interfaces nobody provides.
+    for (name, item) in component.component_type().imports(engine) {
+        if !PROVIDED.iter().any(|prefix| name.starts_with(prefix)) {
+            stub(&mut linker.root(), name, name, &item.ty, engine)?;
+        }
+    }
+    Ok(linker)
+}
+
+/// Defines `name` in `linker` as traps; `qualified` is its full name for errors.
+fn stub(
+    linker: &mut LinkerInstance<'_, HostState>,
+    name: &str,
+    qualified: &str,
+    item: &ComponentItem,
+    engine: &Engine,
+) -> wasmtime::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            let qualified = qualified.to_owned();
+            linker.func_new(name, move |_, _, _, _| {
+                wasmtime::bail!("`{qualified}` is not provided by cyclone")
+            })
+        }
+        ComponentItem::ComponentInstance(instance) => {
+            let mut inner = linker.instance(name)?;
+            for (export, item) in instance.exports(engine) {
+                stub(
+                    &mut inner,
+                    export,
+                    &format!("{qualified}#{export}"),
+                    &item.ty,
+                    engine,
+                )?;
+            }
+            Ok(())
+        }
+        ComponentItem::Resource(_) => {
+            linker.resource(name, ResourceType::host::<()>(), |_, _| Ok(()))
+        }
+        ComponentItem::Module(_) | ComponentItem::Component(_) => {
+            wasmtime::bail!(
+                "import `{qualified}` is a module or component, which cyclone cannot provide"
+            )
+        }
+        ComponentItem::CoreFunc(_) | ComponentItem::Type(_) => Ok(()),
+    }
+}

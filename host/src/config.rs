@@ -1,0 +1,284 @@
+//! Configuration: the `cyclone.toml` manifest and the settings it carries.
+//!
+//! A manifest names the apps to serve. Each app is one WebAssembly component and
+//! the URL routes it answers; component paths are relative to the manifest's
+//! folder. Every field is documented here and unknown fields are rejected.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"   # address to bind; `--listen` overrides it
+//! max_instances = 1000        # instances alive at once, process-wide
+//!
+//! [apps.hello]
+//! component = "hello.wasm"
+//! routes = ["/..."]           # "/..." matches every path
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default address the server binds.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The manifest file could not be read.
+    #[error("{path}: cannot read manifest")]
+    Read {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid TOML or does not match the schema.
+    #[error("{path}: invalid manifest: {message}")]
+    Parse {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What is wrong, on one line.
+        message: String,
+    },
+    /// The manifest parsed but its values do not make sense together.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A parsed manifest, with component paths resolved against its folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Process-wide server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The apps to serve, by name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// Process-wide settings: the `[server]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind (default `127.0.0.1:8080`); `--listen` overrides it.
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own event loop and listening socket;
+    /// 0 (the default) means one per CPU core.
+    pub workers: usize,
+    /// Component instances alive at once, process-wide (default 1000). The
+    /// instance pool is sized from this; requests past it wait in the queue.
+    pub max_instances: u32,
+    /// Requests allowed to wait for a free instance (default 1000). Past it a
+    /// request is answered 503 with `Retry-After` at once.
+    pub max_queued: usize,
+    /// How long a queued request waits for an instance before 503, in
+    /// milliseconds (default 1000).
+    pub queue_timeout_ms: u64,
+    /// On SIGINT/SIGTERM, how long in-flight requests may run before the
+    /// process exits anyway, in seconds (default 10).
+    pub drain_timeout_secs: u64,
+    /// Largest linear memory one instance may grow to, in MiB (default 128).
+    pub max_memory_mb: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("default listen address parses"),
+            workers: 0,
+            max_instances: 1000,
+            max_queued: 1000,
+            queue_timeout_ms: 1000,
+            drain_timeout_secs: 10,
+            max_memory_mb: 128,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Worker threads to run: `workers`, or the CPU count when it is 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The queue wait as a `Duration`.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// The drain timeout as a `Duration`.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// The per-instance memory cap in bytes.
+    pub fn max_memory_bytes(&self) -> usize {
+        usize::try_from(self.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+}
+
+/// One app: a component and the routes it answers. An `[apps.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Path of the component (`.wasm`), relative to the manifest's folder.
+    pub component: PathBuf,
+    /// URL paths this app answers: `/exact/path`, or a prefix ending in
+    /// `/...` (`/api/...` matches `/api` and everything below it; `/...`
+    /// matches every path). See [`crate::router`] for precedence.
+    pub routes: Vec<String>,
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`, resolving component paths
+    /// against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| e.at(path))
+    }
+
+    /// Parses manifest text; component paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: one_line(&e, text),
+        })?;
+        if manifest.apps.is_empty() {
+            return Err(invalid(
+                "no apps: add an [apps.NAME] table with `component` and `routes`",
+            ));
+        }
+        for (name, app) in &mut manifest.apps {
+            if app.routes.is_empty() {
+                return Err(invalid(format!("app `{name}` has no routes")));
+            }
+            for route in &app.routes {
+                crate::router::RoutePattern::parse(route)
+                    .map_err(|e| invalid(format!("app `{name}`: {e}")))?;
+            }
+            app.component = base.join(&app.component);
+        }
+        if manifest.server.max_instances == 0 {
+            return Err(invalid("server.max_instances must be at least 1"));
+        }
+        Ok(manifest)
+    }
+
+    /// A manifest serving one component at every path, for `cyclone serve x.wasm`.
+    pub fn single_component(component: &Path) -> Self {
+        let name = component
+            .file_stem()
+            .map_or_else(|| "app".to_owned(), |s| s.to_string_lossy().into_owned());
+        Self {
+            server: ServerConfig::default(),
+            apps: BTreeMap::from([(
+                name,
+                AppConfig {
+                    component: component.to_owned(),
+                    routes: vec!["/...".to_owned()],
+                },
+            )]),
+        }
+    }
+}
+
+impl ConfigError {
+    fn at(self, path: &Path) -> Self {
+        let path = path.to_owned();
+        match self {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path, message },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path, message },
+            other => other,
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: PathBuf::new(),
+        message: message.into(),
+    }
+}
+
+/// TOML errors span several lines (with a source excerpt); keep the message
+/// and its line and column on one line.
+fn one_line(err: &toml::de::Error, text: &str) -> String {
+    let message = err.message().trim();
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_minimal_manifest_and_resolves_paths() {
+        let m = Manifest::parse(
+            "[apps.hello]\ncomponent = \"hello.wasm\"\nroutes = [\"/...\"]\n",
+            Path::new("/srv/site"),
+        )
+        .unwrap();
+        assert_eq!(m.apps["hello"].component, Path::new("/srv/site/hello.wasm"));
+        assert_eq!(m.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(m.server.max_instances, 1000);
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let err = Manifest::parse(
+            "[apps.hello]\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\nroute = \"/x\"\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `route`"), "{err}");
+        assert!(err.to_string().contains("(line 4, column 1)"), "{err}");
+    }
+
+    #[test]
+    fn rejects_empty_manifest_and_bad_routes() {
+        assert!(Manifest::parse("", Path::new(".")).is_err());
+        let err = Manifest::parse(
+            "[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"nope\"]\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must start with `/`"), "{err}");
+    }
+
+    #[test]
+    fn server_settings_override_defaults() {
+        let m = Manifest::parse(
+            "[server]\nlisten = \"0.0.0.0:9000\"\nworkers = 3\n[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(m.server.listen.port(), 9000);
+        assert_eq!(m.server.worker_count(), 3);
+    }
+}

@@ -1,0 +1,129 @@
+//! # cyclone-host
+//!
+//! The cyclone host serves HTTP through WebAssembly components: every request
+//! gets a fresh, sandboxed instance of the component its route names.
+//! The `cyclone` binary is a thin shell over this library.
+//!
+//! The path of a request: [`server`] accepts it on a worker's event loop →
+//! [`router`] picks the app → [`limits`] admits it to the instance pool →
+//! [`dispatch`] creates a store and instance from the app's pre-linked
+//! component ([`engine`]) and calls its `wasi:http/incoming-handler` export,
+//! with the imports in [`capabilities`] → the response streams back.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use std::path::Path;
+//! let manifest = cyclone_host::config::Manifest::load(Path::new("cyclone.toml"))?;
+//! let host = cyclone_host::Host::new(manifest, None)?;
+//! let (stop, wait) = tokio::sync::watch::channel(false);
+//! let listeners = host.bind(None)?;
+//! println!("listening on {}", listeners[0].local_addr()?);
+//! host.run(listeners, wait)?; // returns after `stop.send(true)` and a drain
+//! # drop(stop);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod capabilities;
+pub mod config;
+pub mod dispatch;
+pub mod engine;
+pub mod limits;
+pub mod router;
+pub mod server;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use config::Manifest;
+use dispatch::{App, Dispatcher};
+use engine::ComponentCache;
+use router::{RoutePattern, Router};
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A component could not be loaded.
+    #[error(transparent)]
+    Load(#[from] engine::LoadError),
+    /// A component loaded but cannot serve HTTP here.
+    #[error("{path}: {message}")]
+    Link {
+        /// The component's path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The routes do not form a valid table.
+    #[error("{0}")]
+    Routes(String),
+    /// The engine could not be created.
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// A host ready to serve a manifest: engine built, components compiled and linked.
+pub struct Host {
+    manifest: Manifest,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Host {
+    /// Builds the engine and loads every app of `manifest`, using the compile
+    /// cache in `cache_dir` (none when `None`).
+    pub fn new(manifest: Manifest, cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
+        let engine = engine::new_engine(&manifest.server)
+            .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let cache = ComponentCache::new(cache_dir);
+        let mut routes = Vec::new();
+        for (name, app) in &manifest.apps {
+            let component = cache.load(&engine, &app.component)?;
+            let linked = App::new(name, &engine, &component).map_err(|e| StartError::Link {
+                path: app.component.clone(),
+                message: link_message(&e),
+            })?;
+            let linked = Arc::new(linked);
+            for route in &app.routes {
+                let pattern =
+                    RoutePattern::parse(route).map_err(|e| StartError::Routes(e.to_string()))?;
+                routes.push((pattern, linked.clone()));
+            }
+        }
+        let router = Router::new(routes).map_err(StartError::Routes)?;
+        let dispatcher = Arc::new(Dispatcher::new(router, &manifest.server));
+        Ok(Self {
+            manifest,
+            dispatcher,
+        })
+    }
+
+    /// Binds one listening socket per worker, at `listen` or the manifest's address.
+    pub fn bind(&self, listen: Option<SocketAddr>) -> std::io::Result<Vec<TcpListener>> {
+        let server = &self.manifest.server;
+        server::bind(listen.unwrap_or(server.listen), server.worker_count())
+    }
+
+    /// Serves on `listeners` until `shutdown` turns true, then drains.
+    pub fn run(
+        self,
+        listeners: Vec<TcpListener>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let drain = self.manifest.server.drain_timeout();
+        server::run(listeners, self.dispatcher, shutdown, drain)
+    }
+}
+
+/// Linking errors name the missing export in their cause chain; keep one line.
+fn link_message(e: &wasmtime::Error) -> String {
+    let chain = format!("{e:#}").replace('\n', " ");
+    if chain.contains("wasi:http/incoming-handler") {
+        format!("does not export wasi:http/incoming-handler@0.2.x: {chain}")
+    } else {
+        chain
+    }
+}

@@ -1,0 +1,127 @@
+//! `cyclone`: serve WebAssembly components over HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cyclone_host::Host;
+use cyclone_host::config::Manifest;
+use cyclone_host::engine::ComponentCache;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Serve HTTP through WebAssembly components, a fresh sandboxed instance per request.
+#[derive(Parser)]
+#[command(name = "cyclone", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a component (at every path) or a manifest (apps and their routes).
+    ///
+    /// Prints `cyclone listening on http://IP:PORT` once ready. SIGINT or
+    /// SIGTERM stops accepting, lets in-flight requests finish, and exits 0.
+    /// Log verbosity follows CYCLONE_LOG (e.g. `debug`, `cyclone_host=trace`).
+    Serve {
+        /// A `.wasm` component, or a `cyclone.toml` manifest.
+        #[arg(default_value = "cyclone.toml")]
+        path: PathBuf,
+        /// Address to listen on; port 0 picks a free port. Overrides the
+        /// manifest's `server.listen` (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Folder for compiled components [default: $XDG_CACHE_HOME/cyclone or ~/.cache/cyclone].
+        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+        cache_dir: Option<PathBuf>,
+        /// Compile components at every start instead of caching them.
+        #[arg(long)]
+        no_cache: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CYCLONE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve {
+            path,
+            listen,
+            cache_dir,
+            no_cache,
+        } => {
+            let cache_dir = if no_cache {
+                None
+            } else {
+                cache_dir.or_else(ComponentCache::default_dir)
+            };
+            match serve(&path, listen, cache_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(
+    path: &Path,
+    listen: Option<SocketAddr>,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let manifest = if path.extension().is_some_and(|ext| ext == "wasm") {
+        Manifest::single_component(path)
+    } else {
+        Manifest::load(path)?
+    };
+    let host = Host::new(manifest, cache_dir)?;
+    let listeners = host.bind(listen).context("binding the listening socket")?;
+    let addr = listeners[0]
+        .local_addr()
+        .context("reading the bound address")?;
+
+    // Install the signal handlers before announcing readiness.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    let (mut interrupt, mut terminate) = signals
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("cyclone-signals".into())
+        .spawn(move || {
+            signals.block_on(async {
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                tracing::info!("{name}: shutting down after in-flight requests finish");
+                let _ = stop.send(true);
+            });
+        })
+        .context("starting the signal thread")?;
+
+    println!("cyclone listening on http://{addr}");
+    host.run(listeners, stopped).context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}

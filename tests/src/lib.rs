@@ -1,0 +1,259 @@
+//! Harness for cyclone's integration tests: starts the real `cyclone` binary
+//! on port 0, reads the address it prints, talks to it with a real HTTP
+//! client, and kills it on drop.
+//!
+//! The binary is `target/<profile>/cyclone` beside the test executable (build
+//! it with `cargo build -p cyclone-host`), or `$CYCLONE_BIN` when set.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Paths of the guest components built by `build.rs`, one constant each.
+pub mod components {
+    include!(concat!(env!("OUT_DIR"), "/components.rs"));
+}
+
+/// How long to wait for the server to start (it may compile components).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The `cyclone` binary under test.
+pub fn cyclone_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CYCLONE_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/cyclone
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is in target/<profile>/deps")
+        .join("cyclone");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p cyclone-host` before the tests",
+        bin.display()
+    );
+    bin
+}
+
+/// Lines the server wrote to stderr, shared with the thread reading them.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running `cyclone serve`, killed on drop.
+pub struct Cyclone {
+    child: Child,
+    addr: String,
+    log: Arc<Log>,
+    agent: ureq::Agent,
+    _cache: Option<tempfile::TempDir>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Cyclone {
+    /// Starts `cyclone serve --listen 127.0.0.1:0 PATH` with a fresh compile cache.
+    pub fn serve(path: impl AsRef<OsStr>) -> Self {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::serve_with_cache(path, cache.path());
+        server._cache = Some(cache);
+        server
+    }
+
+    /// Like [`Cyclone::serve`], with the compile cache in `cache`.
+    pub fn serve_with_cache(path: impl AsRef<OsStr>, cache: &Path) -> Self {
+        let mut child = Command::new(cyclone_bin())
+            .arg("serve")
+            .arg(path)
+            .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+            .arg(cache)
+            .env("CYCLONE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting cyclone");
+
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn({
+            let log = log.clone();
+            move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[cyclone] {line}");
+                    log.lines.lock().unwrap().push(line);
+                    log.grew.notify_all();
+                }
+            }
+        });
+        let (first_line, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next());
+            lines.for_each(drop);
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "cyclone printed no listening line ({other:?}, exit {status:?}); log:\n{}",
+                    log.lines.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let addr = line
+            .strip_prefix("cyclone listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Self {
+            child,
+            addr,
+            log,
+            agent,
+            _cache: None,
+        }
+    }
+
+    /// `IP:PORT` the server listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `http://IP:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// GET `path`.
+    pub fn get(&self, path: &str) -> Reply {
+        read(self.agent.get(self.url(path)).call(), path)
+    }
+
+    /// POST `body` to `path`.
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        read(self.agent.post(self.url(path)).send(body), path)
+    }
+
+    /// Waits until a log line contains `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if lines.iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("waiting for cyclone") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Cyclone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, path: &str) -> Reply {
+    let mut response = result.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    Reply {
+        status: response.status().as_u16(),
+        headers,
+        body: response
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("reading body of {path}: {e}")),
+    }
+}
+
+/// Runs `cyclone ARGS` to completion (it is expected to refuse to start) and
+/// returns its exit status and stderr.
+pub fn run_to_exit(args: &[&OsStr]) -> (ExitStatus, String) {
+    let output = Command::new(cyclone_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cyclone");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Writes a manifest into a temp folder and returns both.
+pub fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cyclone.toml");
+    std::fs::write(&path, text).expect("writing manifest");
+    (dir, path)
+}

@@ -1,0 +1,288 @@
+//! `cyclone serve` through the real binary: components from several
+//! toolchains, manifests, failures, admission and shutdown.
+
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
+
+use cyclone_tests::{Cyclone, components, manifest, run_to_exit};
+
+#[test]
+fn hello_answers_every_path() {
+    let server = Cyclone::serve(components::HELLO);
+    for path in ["/", "/any/path", "/x?y=z"] {
+        let reply = server.get(path);
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.body, "Hello, world!");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+}
+
+#[test]
+fn the_hello_example_manifest_serves() {
+    // examples/hello/cyclone.toml points at the workspace's release build;
+    // point a copy at the component the tests built.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/hello/cyclone.toml"
+    ))
+    .unwrap();
+    let text = example.replace(
+        "../../target/wasm32-wasip2/release/hello.wasm",
+        components::HELLO,
+    );
+    assert_ne!(
+        text, example,
+        "the example manifest names the release build"
+    );
+    let (_dir, path) = manifest(&text);
+    let server = Cyclone::serve(&path);
+    assert_eq!(server.get("/").body, "Hello, world!");
+}
+
+#[test]
+fn components_from_other_toolchains_run_unchanged() {
+    let raw = Cyclone::serve(components::WASIP2_RAW);
+    let reply = raw.get("/raw?x=1");
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "raw wasip2 at /raw?x=1\n")
+    );
+
+    let wstd = Cyclone::serve(components::WSTD_PLAIN);
+    let reply = wstd.get("/w");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "wstd at /w\n"));
+}
+
+#[test]
+fn requests_reach_the_guest_whole() {
+    let server = Cyclone::serve(components::PROBE);
+    let reply = server.post("/echo?a=b", "the body");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "POST /echo a=b\nthe body");
+    assert_eq!(server.get("/missing").status, 404);
+}
+
+#[test]
+fn a_trap_is_a_500_and_the_next_request_is_served() {
+    let server = Cyclone::serve(components::PROBE);
+    let reply = server.get("/panic");
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply.body.starts_with("Internal Server Error (request "),
+        "{}",
+        reply.body
+    );
+    assert!(
+        !reply.body.contains("panic"),
+        "no internals in the body: {}",
+        reply.body
+    );
+    assert!(server.wait_for_log("the probe was asked to panic", Duration::from_secs(10)));
+    assert!(server.wait_for_log("500: guest failed", Duration::from_secs(10)));
+    assert_eq!(server.get("/echo").status, 200);
+}
+
+#[test]
+fn guest_output_goes_to_the_log_with_the_request_id() {
+    let server = Cyclone::serve(components::PROBE);
+    assert_eq!(server.get("/log").body, "logged");
+    assert!(server.wait_for_log("hello from stdout", Duration::from_secs(10)));
+    assert!(server.wait_for_log("hello from stderr", Duration::from_secs(10)));
+    let log = server.log();
+    let line = log
+        .iter()
+        .find(|l| l.contains("hello from stdout"))
+        .unwrap();
+    assert!(
+        line.contains("request=") && line.contains("app=probe"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_manifest_routes_paths_to_two_components() {
+    let (_dir, path) = manifest(&format!(
+        r#"
+[apps.hello]
+component = {hello:?}
+routes = ["/hello", "/greet/..."]
+
+[apps.probe]
+component = {probe:?}
+routes = ["/..."]
+"#,
+        hello = components::HELLO,
+        probe = components::PROBE,
+    ));
+    let server = Cyclone::serve(&path);
+    assert_eq!(server.get("/hello").body, "Hello, world!");
+    assert_eq!(server.get("/greet/you").body, "Hello, world!");
+    assert_eq!(server.get("/echo").body, "GET /echo \n");
+    // Exact `/hello` does not cover `/hello/x`: it falls to the catch-all.
+    assert_eq!(server.get("/hello/x").status, 404);
+}
+
+#[test]
+fn no_route_is_a_404() {
+    let (_dir, path) = manifest(&format!(
+        "[apps.hello]\ncomponent = {:?}\nroutes = [\"/hello\"]\n",
+        components::HELLO
+    ));
+    let server = Cyclone::serve(&path);
+    let reply = server.get("/elsewhere");
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.body, "Not Found\n");
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
+fn component_paths_are_relative_to_the_manifest() {
+    let (dir, path) =
+        manifest("[apps.hello]\ncomponent = \"sub/hello.wasm\"\nroutes = [\"/...\"]\n");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::copy(components::HELLO, dir.path().join("sub/hello.wasm")).unwrap();
+    let server = Cyclone::serve(&path);
+    assert_eq!(server.get("/").body, "Hello, world!");
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
+    let mut server = Cyclone::serve(components::PROBE);
+    let url = server.url("/sleep?ms=1500");
+    let in_flight = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().expect("in-flight request");
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    });
+    assert!(server.wait_for_log("sleeping 1500 ms", Duration::from_secs(30)));
+    let signalled = Instant::now();
+    server.terminate();
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("cyclone exits");
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(in_flight.join().unwrap(), (200, "slept 1500 ms".to_owned()));
+    assert!(signalled.elapsed() < Duration::from_secs(15));
+    // After the drain nothing listens any more.
+    assert!(std::net::TcpStream::connect(server.addr()).is_err());
+}
+
+#[test]
+fn a_full_instance_pool_answers_503_with_retry_after() {
+    let (_dir, path) = manifest(&format!(
+        "[server]\nmax_instances = 1\nmax_queued = 0\n\n[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        components::PROBE
+    ));
+    let server = Cyclone::serve(&path);
+    let url = server.url("/sleep?ms=2000");
+    let busy = std::thread::spawn(move || ureq::get(&url).call().map(|r| r.status().as_u16()).ok());
+    assert!(server.wait_for_log("sleeping 2000 ms", Duration::from_secs(30)));
+    let reply = server.get("/echo");
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(busy.join().unwrap(), Some(200));
+    assert_eq!(
+        server.get("/echo").status,
+        200,
+        "served again once the slot is free"
+    );
+}
+
+#[test]
+fn a_restart_loads_the_compiled_component_from_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = Cyclone::serve_with_cache(components::HELLO, cache.path());
+    assert!(first.wait_for_log("compiled", Duration::from_secs(10)));
+    drop(first);
+
+    let second = Cyclone::serve_with_cache(components::HELLO, cache.path());
+    assert!(second.wait_for_log("loaded from cache", Duration::from_secs(10)));
+    assert!(
+        !second.log().iter().any(|l| l.contains("compiled")),
+        "{:?}",
+        second.log()
+    );
+    assert_eq!(second.get("/").body, "Hello, world!");
+}
+
+fn assert_refuses(args: &[&OsStr], names: &str) {
+    let (status, stderr) = run_to_exit(args);
+    assert!(
+        !status.success(),
+        "cyclone should refuse to start; stderr:\n{stderr}"
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line; stderr:\n{stderr}");
+    assert!(
+        errors[0].contains(names),
+        "the error names {names}: {}",
+        errors[0]
+    );
+}
+
+#[test]
+fn a_core_module_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("core.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    assert_refuses(
+        &["serve".as_ref(), module.as_os_str()],
+        "core.wasm: not a WebAssembly component",
+    );
+}
+
+#[test]
+fn a_missing_component_is_refused_with_a_clear_error() {
+    assert_refuses(
+        &["serve".as_ref(), "/no/such/app.wasm".as_ref()],
+        "/no/such/app.wasm: cannot read component",
+    );
+    let (_dir, path) = manifest("[apps.a]\ncomponent = \"gone.wasm\"\nroutes = [\"/...\"]\n");
+    assert_refuses(
+        &["serve".as_ref(), path.as_os_str()],
+        "gone.wasm: cannot read component",
+    );
+}
+
+#[test]
+fn a_bad_manifest_is_refused_with_a_clear_error() {
+    let (_dir, path) = manifest("[apps.a]\ncomponent = \"a.wasm\"\nroutez = [\"/\"]\n");
+    assert_refuses(
+        &["serve".as_ref(), path.as_os_str()],
+        "cyclone.toml: invalid manifest: unknown field `routez`",
+    );
+    let (_dir, path) = manifest("this is not toml");
+    assert_refuses(
+        &["serve".as_ref(), path.as_os_str()],
+        "cyclone.toml: invalid manifest",
+    );
+    assert_refuses(
+        &["serve".as_ref(), "/no/cyclone.toml".as_ref()],
+        "/no/cyclone.toml: cannot read manifest",
+    );
+}
+
+#[test]
+fn a_component_without_the_http_export_is_refused() {
+    // The wstd component exports wasi:cli/run as well; a component exporting
+    // nothing usable is the empty component.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
+    assert_refuses(
+        &["serve".as_ref(), empty.as_os_str()],
+        "empty.wasm: does not export wasi:http/incoming-handler",
+    );
+}
