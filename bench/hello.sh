@@ -63,9 +63,10 @@ start() {
     case $1 in
         cyclone) "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
         hyper) "$root/target/release/hyper-hello" "127.0.0.1:$port" ;;
-        wasmtime-serve) "$wasmtime" serve --addr "127.0.0.1:$port" "$hello" ;;
+        # -Scli: the component (like any Rust std component) imports wasi:cli.
+        wasmtime-serve) "$wasmtime" serve -Scli --addr "127.0.0.1:$port" "$hello" ;;
         wasmtime-serve-tuned)
-            "$wasmtime" serve --addr "127.0.0.1:$port" \
+            "$wasmtime" serve -Scli --addr "127.0.0.1:$port" \
                 -O pooling-memory-keep-resident=2097152 \
                 -O pooling-table-keep-resident=65536 \
                 -O pooling-pagemap-scan=y "$hello" ;;
@@ -113,7 +114,7 @@ PY
 )
 
 header="Hello world, fresh instance per request: \`bench/hello.sh\` on $(date -u +%F), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), commit $(git rev-parse --short HEAD 2>/dev/null || echo none).
-wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION; tuned = \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
+wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION with \`-Scli\` (the component imports wasi:cli, as Rust std components do); tuned adds \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
 
 results="$root/bench/RESULTS.md"
 [ -f "$results" ] || printf '# Benchmark results\n\nEach section is written by the script it names; rerun the script to refresh it.\n' >"$results"

@@ -21,6 +21,61 @@ fn hello_answers_every_path() {
 }
 
 #[test]
+fn one_connection_carries_several_requests() {
+    use std::io::{Read, Write};
+    let server = Cyclone::serve(components::HELLO);
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = "GET /one HTTP/1.1\r\nHost: test\r\n\r\n";
+    let mut received = String::new();
+    for round in 1..=3 {
+        stream.write_all(request.as_bytes()).unwrap();
+        while received.matches("Hello, world!").count() < round {
+            let mut buf = [0; 4096];
+            let n = stream.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "connection closed after {round} requests: {received}"
+            );
+            received.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert_eq!(received.matches("HTTP/1.1 200 OK").count(), 3, "{received}");
+}
+
+#[test]
+fn http2_with_prior_knowledge_is_served() {
+    use http_body_util::BodyExt;
+    let server = Cyclone::serve(components::HELLO);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        for path in ["/a", "/b"] {
+            let request = http::Request::get(server.url(path))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "Hello, world!");
+        }
+    });
+}
+
+#[test]
 fn the_hello_example_manifest_serves() {
     // examples/hello/cyclone.toml points at the workspace's release build;
     // point a copy at the component the tests built.
