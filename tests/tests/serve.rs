@@ -232,6 +232,31 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
 }
 
 #[test]
+fn the_drain_is_bounded_by_its_timeout() {
+    let (_dir, path) = manifest(&format!(
+        "[server]\ndrain_timeout_secs = 1\n\n[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        components::PROBE
+    ));
+    let mut server = Cyclone::serve(&path);
+    let url = server.url("/sleep?ms=60000");
+    let stuck = std::thread::spawn(move || ureq::get(&url).call().map(|r| r.status().as_u16()));
+    assert!(server.wait_for_log("sleeping 60000 ms", Duration::from_secs(30)));
+    let signalled = Instant::now();
+    server.terminate();
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("cyclone exits");
+    assert!(status.success(), "exit status {status:?}");
+    let waited = signalled.elapsed();
+    assert!(waited < Duration::from_secs(20), "exited after {waited:?}");
+    assert!(server.wait_for_log("drain timeout passed", Duration::from_secs(5)));
+    assert!(
+        stuck.join().unwrap().is_err(),
+        "the stuck request is cut off, not answered"
+    );
+}
+
+#[test]
 fn a_full_instance_pool_answers_503_with_retry_after() {
     let (_dir, path) = manifest(&format!(
         "[server]\nmax_instances = 1\nmax_queued = 0\n\n[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
