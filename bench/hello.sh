@@ -57,16 +57,22 @@ wait_port() {
     return 1
 }
 
+# CPU time (user + system, in clock ticks) the process has used so far.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
 # start NAME PORT: runs the server in the background, sets $server_pid.
+# Each branch execs, so $! is the server itself and `kill` stops it.
 start() {
     local port=$2
     case $1 in
-        cyclone) "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
-        hyper) "$root/target/release/hyper-hello" "127.0.0.1:$port" ;;
+        cyclone) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
+        hyper) exec "$root/target/release/hyper-hello" "127.0.0.1:$port" ;;
         # -Scli: the component (like any Rust std component) imports wasi:cli.
-        wasmtime-serve) "$wasmtime" serve -Scli --addr "127.0.0.1:$port" "$hello" ;;
+        wasmtime-serve) exec "$wasmtime" serve -Scli --addr "127.0.0.1:$port" "$hello" ;;
         wasmtime-serve-tuned)
-            "$wasmtime" serve -Scli --addr "127.0.0.1:$port" \
+            exec "$wasmtime" serve -Scli --addr "127.0.0.1:$port" \
                 -O pooling-memory-keep-resident=2097152 \
                 -O pooling-table-keep-resident=65536 \
                 -O pooling-pagemap-scan=y "$hello" ;;
@@ -83,12 +89,16 @@ for round in $(seq 1 "$ROUNDS"); do
         url="http://127.0.0.1:$port/"
         [ "$(curl -s "$url")" = "Hello, world!" ] || { echo "bench: $name answered wrong" >&2; exit 1; }
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$url" >/dev/null
+        cpu_before=$(cpu_ticks "$server_pid")
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" >"$work/wrk.out"
+        cpu_after=$(cpu_ticks "$server_pid")
+        requests=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+        cpu_us=$(python3 -c "print(f'{($cpu_after - $cpu_before) * 1e6 / $(getconf CLK_TCK) / $requests:.1f}')")
         rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out")
         p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out")
         p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out")
         errors=$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.out" | tr '\n' ' ')
-        echo "$name $round $rps $p50 $p99 ${errors:-none}" | tee -a "$work/results" >&2
+        echo "$name $round $rps $p50 $p99 $cpu_us ${errors:-none}" | tee -a "$work/results" >&2
         kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
     done
 done
@@ -98,22 +108,23 @@ table=$(python3 - "$work/results" <<'PY'
 import sys, statistics
 rows = {}
 for line in open(sys.argv[1]):
-    name, rnd, rps, p50, p99, *err = line.split(maxsplit=5)
-    rows.setdefault(name, []).append((float(rps), p50, p99, " ".join(err).strip()))
+    name, rnd, rps, p50, p99, cpu, *err = line.split(maxsplit=6)
+    rows.setdefault(name, []).append((float(rps), p50, p99, " ".join(err).strip(), float(cpu)))
 hyper = statistics.median(r[0] for r in rows["hyper"])
 serve = statistics.median(r[0] for r in rows["wasmtime-serve"])
 tuned = statistics.median(r[0] for r in rows["wasmtime-serve-tuned"])
-print("| server | req/s (median) | p50 | p99 | vs hyper | vs `wasmtime serve` | vs tuned `wasmtime serve` | all rounds (req/s) | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+print("| server | req/s (median) | p50 | p99 | server CPU per request | vs hyper | vs `wasmtime serve` | vs tuned `wasmtime serve` | all rounds (req/s) | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
 for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned"]:
     runs = sorted(rows[name], key=lambda r: r[0])
     med = runs[len(runs) // 2]
-    print(f"| {name} | {med[0]:,.0f} | {med[1]} | {med[2]} | {med[0]/hyper:.2f}x | {med[0]/serve:.2f}x | {med[0]/tuned:.2f}x "
+    print(f"| {name} | {med[0]:,.0f} | {med[1]} | {med[2]} | {med[4]:.1f} µs | {med[0]/hyper:.2f}x | {med[0]/serve:.2f}x | {med[0]/tuned:.2f}x "
           f"| {', '.join(f'{r[0]:,.0f}' for r in rows[name])} | {med[3]} |")
 PY
 )
 
 header="Hello world, fresh instance per request: \`bench/hello.sh\` on $(date -u +%F), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), commit $(git rev-parse --short HEAD 2>/dev/null || echo none).
+Server CPU per request = the server process's user + system time during the measured run / requests answered.
 wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION with \`-Scli\` (the component imports wasi:cli, as Rust std components do); tuned adds \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
 
 results="$root/bench/RESULTS.md"
