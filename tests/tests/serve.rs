@@ -109,6 +109,14 @@ fn components_from_other_toolchains_run_unchanged() {
     let wstd = Cyclone::serve(components::WSTD_PLAIN);
     let reply = wstd.get("/w");
     assert_eq!((reply.status, reply.body.as_str()), (200, "wstd at /w\n"));
+
+    // Built with the Spin SDK 5.x against wasi 0.2.0: linked by semver.
+    let spin = Cyclone::serve(components::SPIN_HELLO);
+    let reply = spin.get("/spin/x");
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "spin at /spin/x\n")
+    );
 }
 
 #[test]
