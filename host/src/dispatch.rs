@@ -8,13 +8,15 @@
 //! else is affected.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use wasmtime::component::Component;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, StoreLimits};
 use wasmtime_wasi_http::WasiHttpView;
@@ -107,6 +109,10 @@ impl Dispatcher {
         };
 
         let pre = app.pre.clone();
+        let name = app.name.clone();
+        let (call_done, call_outcome) = tokio::sync::oneshot::channel();
+        // The guest may fail after its response head has gone out (while
+        // streaming the body), so the task logs its own failure.
         let guest = tokio::spawn(async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -116,37 +122,101 @@ impl Dispatcher {
                     .await
             }
             .await;
+            // Before the store is dropped, so a good response ends without waiting for it.
+            let _ = call_done.send(result.is_ok());
             drop(store);
             drop(permit);
-            result
+            result.map_err(|e| {
+                let pool_full = e.is::<PoolConcurrencyLimitError>();
+                if !pool_full {
+                    tracing::error!(request = id, app = %name, "guest failed: {e:?}");
+                }
+                GuestFailure { pool_full }
+            })
         });
 
-        match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+        Ok(match receiver.await {
+            Ok(Ok(response)) => {
+                response.map(|body| GuestBody::new(body, call_outcome).boxed_unsync())
+            }
             Ok(Err(code)) => {
                 tracing::error!(request = id, app = %app.name, "500: guest answered with error {code:?}");
-                Ok(internal_error(id))
+                internal_error(id)
             }
             // The guest dropped the response outparam without setting it.
-            Err(_) => Ok(match guest.await {
+            Err(_) => match guest.await {
                 Ok(Ok(())) => {
                     tracing::error!(request = id, app = %app.name, "500: guest returned without a response");
                     internal_error(id)
                 }
-                Ok(Err(e)) if e.is::<PoolConcurrencyLimitError>() => {
-                    tracing::warn!(request = id, app = %app.name, "503: {e}");
+                Ok(Err(GuestFailure { pool_full: true })) => {
+                    tracing::warn!(request = id, app = %app.name, "503: the instance pool is exhausted");
                     unavailable()
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(request = id, app = %app.name, "500: guest failed: {e:?}");
-                    internal_error(id)
-                }
+                Ok(Err(GuestFailure { pool_full: false })) => internal_error(id),
                 Err(e) => {
                     tracing::error!(request = id, app = %app.name, "500: guest task failed: {e}");
                     internal_error(id)
                 }
-            }),
+            },
+        })
+    }
+}
+
+/// How a guest's task ended when it failed; the cause is already logged.
+struct GuestFailure {
+    /// Instantiation found no free slot in the pool (→ 503, not 500).
+    pool_full: bool,
+}
+
+/// A guest's response body that ends cleanly only once the guest's call has
+/// returned without trapping.
+///
+/// wasmtime-wasi-http ends the body normally when the `outgoing-body` is
+/// dropped unfinished, as happens when a trapped guest's store is dropped; a
+/// chunked response would then pass a truncated body off as complete. The
+/// `wasi:http` contract is that an unfinished body is corrupt, so here its end
+/// waits for the call's outcome and becomes an error (the connection is cut)
+/// when the guest failed.
+struct GuestBody {
+    inner: HyperOutgoingBody,
+    call_outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl GuestBody {
+    fn new(inner: HyperOutgoingBody, call_outcome: tokio::sync::oneshot::Receiver<bool>) -> Self {
+        Self {
+            inner,
+            call_outcome: Some(call_outcome),
         }
+    }
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(frame) = ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            return Poll::Ready(Some(frame));
+        }
+        let Some(outcome) = self.call_outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let succeeded = ready!(Pin::new(outcome).poll(cx)).unwrap_or(false);
+        self.call_outcome = None;
+        Poll::Ready(if succeeded {
+            None
+        } else {
+            Some(Err(wasmtime_wasi_http::Error::HttpProtocolError))
+        })
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

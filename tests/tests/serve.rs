@@ -144,8 +144,39 @@ fn a_trap_is_a_500_and_the_next_request_is_served() {
         reply.body
     );
     assert!(server.wait_for_log("the probe was asked to panic", Duration::from_secs(10)));
-    assert!(server.wait_for_log("500: guest failed", Duration::from_secs(10)));
+    assert!(server.wait_for_log("guest failed", Duration::from_secs(10)));
     assert_eq!(server.get("/echo").status, 200);
+}
+
+#[test]
+fn a_trap_while_streaming_the_body_cuts_the_response_and_is_logged() {
+    use std::io::{Read, Write};
+    let server = Cyclone::serve(components::WASIP2_RAW);
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /trap-mid-body HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.starts_with("HTTP/1.1 200 OK"), "{received}");
+    assert!(
+        received.contains("raw wasip2 at /trap-mid-body"),
+        "{received}"
+    );
+    assert!(
+        !received.ends_with("0\r\n\r\n"),
+        "the body must not look complete: {received:?}"
+    );
+    assert!(server.wait_for_log(
+        "trapped after sending the response head",
+        Duration::from_secs(10)
+    ));
+    assert!(server.wait_for_log("guest failed", Duration::from_secs(10)));
+    assert_eq!(server.get("/next").status, 200);
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! A handler written against the raw `wasi:http` bindings of the `wasip2` crate.
+//! `/trap-mid-body` panics after the response head and part of the body went out.
 
 use wasip2::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -18,6 +19,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Raw {
         stream
             .blocking_write_and_flush(format!("raw wasip2 at {path}\n").as_bytes())
             .expect("client reads the body");
+        if path == "/trap-mid-body" {
+            panic!("trapped after sending the response head");
+        }
         drop(stream);
         OutgoingBody::finish(body, None).expect("body finishes");
     }
