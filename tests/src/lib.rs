@@ -160,6 +160,15 @@ impl Cyclone {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A plain TCP connection to the server, for raw HTTP; reads time out after 30 s.
+    pub fn connect(&self) -> std::net::TcpStream {
+        let stream = std::net::TcpStream::connect(&self.addr).expect("connecting to cyclone");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("setting a read timeout");
+        stream
+    }
+
     /// GET `path`.
     pub fn get(&self, path: &str) -> Reply {
         read(self.agent.get(self.url(path)).call(), path)

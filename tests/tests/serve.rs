@@ -24,10 +24,7 @@ fn hello_answers_every_path() {
 fn one_connection_carries_several_requests() {
     use std::io::{Read, Write};
     let server = Cyclone::serve(components::HELLO);
-    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = server.connect();
     let request = "GET /one HTTP/1.1\r\nHost: test\r\n\r\n";
     let mut received = String::new();
     for round in 1..=3 {
@@ -152,10 +149,7 @@ fn a_trap_is_a_500_and_the_next_request_is_served() {
 fn a_trap_while_streaming_the_body_cuts_the_response_and_is_logged() {
     use std::io::{Read, Write};
     let server = Cyclone::serve(components::WASIP2_RAW);
-    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = server.connect();
     stream
         .write_all(b"GET /trap-mid-body HTTP/1.1\r\nHost: test\r\n\r\n")
         .unwrap();
