@@ -208,6 +208,18 @@ impl Cyclone {
         assert_eq!(rc, 0, "kill failed");
     }
 
+    /// Sends SIGTERM, waits up to 30 s for the process to exit, asserts it
+    /// exited 0, and returns how long that took.
+    pub fn stop(&mut self) -> Duration {
+        let signalled = Instant::now();
+        self.terminate();
+        let status = self
+            .wait_exit(Duration::from_secs(30))
+            .expect("cyclone exits after SIGTERM");
+        assert!(status.success(), "exit status {status:?}");
+        signalled.elapsed()
+    }
+
     /// Waits for the process to exit, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
