@@ -1,22 +1,41 @@
 //! # cyclone-sdk
 //!
-//! Write HTTP handlers for cyclone in Rust. A handler is an `async fn` from a
-//! [`Request`] to anything that implements [`IntoResponse`] — a [`Response`],
-//! an [`HttpError`], or a `Result` of the two. The [`handler`] attribute
-//! exports it as the component's `wasi:http/incoming-handler`, so the crate
-//! builds to a WebAssembly component that cyclone (or any `wasi:http` host)
-//! serves.
+//! Write web applications for cyclone in Rust, the way `tornado.web` writes
+//! them in Python: an [`Application`] routes paths to handlers, a [`Handler`]
+//! answers the verbs it implements, errors are [`HttpError`]s rendered by one
+//! error page, cookies can be signed, forms can be XSRF-checked, and bodies
+//! can be streamed. The crate builds to a WebAssembly component that cyclone
+//! serves, one fresh instance per request.
 //!
 //! ```no_run
-//! use cyclone_sdk::{HttpError, Request, Response, StatusCode};
+//! use cyclone_sdk::{Application, Handler, HttpError, Request, Response, handler_impl};
+//!
+//! /// `GET /users/{id}` and `DELETE /users/{id}`; any other verb is a 405.
+//! struct User;
+//!
+//! #[handler_impl]
+//! impl Handler for User {
+//!     async fn get(&mut self, req: &mut Request) -> Result<Response, HttpError> {
+//!         let id: u64 = req.param("id")?; // not a number → 400
+//!         Ok(Response::json(&serde_json::json!({ "id": id })))
+//!     }
+//!
+//!     async fn delete(&mut self, _req: &mut Request) -> Result<Response, HttpError> {
+//!         Ok(Response::new(cyclone_sdk::StatusCode::NO_CONTENT))
+//!     }
+//! }
+//!
+//! async fn home(_req: &mut Request) -> Response {
+//!     Response::html("<h1>Hello</h1>")
+//! }
 //!
 //! #[cyclone_sdk::handler]
-//! async fn handle(req: Request) -> Result<Response, HttpError> {
-//!     match req.path() {
-//!         "/" => Ok(Response::text("Hello, world!")),
-//!         "/echo" => Ok(Response::text(req.text()?.to_owned())),
-//!         other => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no page at {other}"))),
-//!     }
+//! async fn handle(req: Request) -> Response {
+//!     Application::new()
+//!         .get("/", home)
+//!         .route("/users/{id}", User)
+//!         .handle(req)
+//!         .await
 //! }
 //! ```
 //!
@@ -29,21 +48,37 @@
 //!
 //! `cargo build --release --target wasm32-wasip2` then leaves the component in
 //! `target/wasm32-wasip2/release/<crate>.wasm`, ready for `cyclone serve`.
+//! The [`guide`] builds a whole application step by step.
 //!
-//! Each request runs in a fresh instance: statics start over for every request.
+//! The [`handler`] attribute alone also works for a single function from a
+//! [`Request`] to anything that implements [`IntoResponse`].
+//!
+//! Each request runs in a fresh instance: statics start over for every
+//! request, and a panic ends the instance — the host answers 500 and logs the
+//! panic message; the client sees neither.
 #![deny(missing_docs)]
 
+mod app;
+mod cookies;
 mod error;
+pub mod guide;
 mod request;
 mod response;
+mod route;
+mod serve;
+pub mod time;
+pub mod variables;
 
-pub use cyclone_sdk_macros::handler;
+pub use app::{Application, Handler};
+pub use cookie::{self, Cookie, SameSite};
+pub use cyclone_sdk_macros::{handler, handler_impl};
 pub use error::HttpError;
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 pub use request::Request;
 pub use response::{IntoResponse, Response};
+pub use serve::BodyWriter;
 
-/// Used by the [`handler`] macro; not part of the API.
+/// Used by the macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     use std::future::Future;
@@ -62,14 +97,12 @@ pub mod __private {
         Fut: Future,
         Fut::Output: IntoResponse,
     {
-        let responder = wstd::http::server::Responder::new(response_out);
         wstd::runtime::block_on(async move {
             let response = match Request::from_incoming(request).await {
                 Ok(request) => handler(request).await.into_response(),
                 Err(error) => error.into_response(),
             };
-            // A failure here means the client went away; there is no one to tell.
-            let _ = responder.respond(response.into_http()).await;
+            crate::serve::send(response, response_out).await;
         })
     }
 }

@@ -1,14 +1,27 @@
-//! The incoming request.
+//! The incoming request: path parameters, arguments, JSON, cookies.
 
-use http::{HeaderMap, Method, Uri};
+use std::rc::Rc;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cookie::Cookie;
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+use serde::de::DeserializeOwned;
 use wstd::__internal::wasip2::http::types::IncomingRequest;
 
-use crate::HttpError;
+use crate::app::Settings;
+use crate::{HttpError, Response};
 
-/// An HTTP request with its body read into memory.
+/// An HTTP request with its body read into memory, plus what the
+/// [`Application`](crate::Application) learned routing it (path parameters)
+/// and the cookies the handler has set so far.
 #[derive(Debug)]
 pub struct Request {
     inner: http::Request<Vec<u8>>,
+    params: Vec<(String, String)>,
+    cookies_out: Vec<Cookie<'static>>,
+    xsrf_token: Option<String>,
+    settings: Rc<Settings>,
 }
 
 impl Request {
@@ -22,14 +35,23 @@ impl Request {
             .await
             .map_err(|e| HttpError::bad_request(format!("unreadable request body: {e}")))?
             .to_vec();
-        Ok(Self {
-            inner: http::Request::from_parts(parts, body),
-        })
+        Ok(Self::from_http(http::Request::from_parts(parts, body)))
     }
 
     /// Builds a request by hand, e.g. to test a handler natively.
     pub fn from_http(request: http::Request<Vec<u8>>) -> Self {
-        Self { inner: request }
+        Self {
+            inner: request,
+            params: Vec::new(),
+            cookies_out: Vec::new(),
+            xsrf_token: None,
+            settings: Rc::default(),
+        }
+    }
+
+    pub(crate) fn route(&mut self, params: Vec<(String, String)>, settings: Rc<Settings>) {
+        self.params = params;
+        self.settings = settings;
     }
 
     /// The method.
@@ -73,23 +95,221 @@ impl Request {
             .map_err(|e| HttpError::bad_request(format!("request body is not UTF-8: {e}")))
     }
 
+    /// The body parsed as JSON into `T`; 400 saying why when it does not parse.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HttpError> {
+        serde_json::from_slice(self.inner.body())
+            .map_err(|e| HttpError::bad_request(format!("invalid JSON body: {e}")))
+    }
+
+    /// The path parameter `name` of the matched route (`{id}` in
+    /// `/users/{id}`), parsed as `T`; 400 naming the parameter when it does not
+    /// parse.
+    pub fn param<T>(&self, name: &str) -> Result<T, HttpError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let Some((_, value)) = self.params.iter().find(|(n, _)| n == name) else {
+            return Err(HttpError::internal(format!(
+                "the route of {} has no parameter `{name}`",
+                self.path()
+            )));
+        };
+        value.parse().map_err(|e| {
+            HttpError::bad_request(format!(
+                "path parameter `{name}`: `{value}` is invalid: {e}"
+            ))
+        })
+    }
+
+    /// The last value of the argument `name` from the query string or a
+    /// form-encoded body (like Tornado's `get_argument`); 400 when missing.
+    pub fn argument(&self, name: &str) -> Result<String, HttpError> {
+        self.arguments(name)
+            .pop()
+            .ok_or_else(|| HttpError::bad_request(format!("missing argument `{name}`")))
+    }
+
+    /// The last value of the argument `name`, or `default` when missing.
+    pub fn argument_or(&self, name: &str, default: &str) -> String {
+        self.arguments(name)
+            .pop()
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    /// Every value of the argument `name`, query string first, then a
+    /// form-encoded body (`?tag=a&tag=b` gives `["a", "b"]`).
+    pub fn arguments(&self, name: &str) -> Vec<String> {
+        let query = form_urlencoded::parse(self.query().unwrap_or("").as_bytes());
+        let body = form_urlencoded::parse(self.form_body());
+        query
+            .chain(body)
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+            .collect()
+    }
+
+    fn form_body(&self) -> &[u8] {
+        let is_form = self
+            .header(header::CONTENT_TYPE.as_str())
+            .and_then(|t| t.split(';').next())
+            .is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if is_form { self.inner.body() } else { &[] }
+    }
+
+    /// The value of the cookie `name` sent by the client.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.inner
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(Cookie::split_parse_encoded)
+            .filter_map(Result::ok)
+            .filter(|cookie| cookie.name() == name)
+            .map(|cookie| cookie.value().to_owned())
+            .last()
+    }
+
+    /// Sets `cookie` on the response, whatever the handler returns (like
+    /// Tornado's `set_cookie`).
+    pub fn set_cookie(&mut self, cookie: Cookie<'static>) {
+        self.cookies_out.push(cookie);
+    }
+
+    /// Tells the client to drop the cookie `name` (set with path `/`).
+    pub fn clear_cookie(&mut self, name: &str) {
+        let mut cookie = Cookie::build((name.to_owned(), "")).path("/").build();
+        cookie.make_removal();
+        self.set_cookie(cookie);
+    }
+
+    /// The value of the signed cookie `name`, like Tornado's
+    /// `get_secure_cookie`: `None` when missing, tampered with, signed with a
+    /// key no longer configured, or expired. Fails (500) only when the app has
+    /// no cookie secret.
+    pub fn signed_cookie(&self, name: &str) -> Result<Option<String>, HttpError> {
+        let keys = self.settings.cookie_keys()?;
+        Ok(self
+            .cookie(name)
+            .and_then(|signed| keys.verify(name, &signed, unix_now())))
+    }
+
+    /// Sets the cookie `name` to `value`, signed with the app's current key and
+    /// valid for `max_age` (like Tornado's `set_secure_cookie`). The cookie is
+    /// `HttpOnly`, `SameSite=Lax`, with path `/`. Fails (500) only when the app
+    /// has no cookie secret.
+    pub fn set_signed_cookie(
+        &mut self,
+        name: &str,
+        value: &str,
+        max_age: Duration,
+    ) -> Result<(), HttpError> {
+        let keys = self.settings.cookie_keys()?;
+        let signed = keys.sign(name, value, unix_now().saturating_add(max_age.as_secs()));
+        let max_age =
+            cookie::time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
+        self.set_cookie(
+            Cookie::build((name.to_owned(), signed))
+                .path("/")
+                .http_only(true)
+                .same_site(cookie::SameSite::Lax)
+                .max_age(max_age)
+                .build(),
+        );
+        Ok(())
+    }
+
+    /// The token that protects this client against cross-site request
+    /// forgery: the `_xsrf` cookie's value, or a new random token that is set
+    /// as that cookie on this response. Put it in forms as the `_xsrf` field,
+    /// or send it as the `X-XSRFToken` header.
+    pub fn xsrf_token(&mut self) -> String {
+        if let Some(token) = &self.xsrf_token {
+            return token.clone();
+        }
+        let token = self
+            .cookie(crate::app::XSRF_COOKIE)
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| {
+                let bytes = wasip2::random::random::get_random_bytes(16);
+                let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                self.set_cookie(
+                    Cookie::build((crate::app::XSRF_COOKIE, token.clone()))
+                        .path("/")
+                        .same_site(cookie::SameSite::Lax)
+                        .build(),
+                );
+                token
+            });
+        self.xsrf_token = Some(token.clone());
+        token
+    }
+
+    /// Adds the cookies set during the request to `response`.
+    pub(crate) fn apply_cookies(&mut self, response: &mut Response) {
+        for cookie in self.cookies_out.drain(..) {
+            response.add_cookie(&cookie);
+        }
+    }
+
     /// The underlying `http::Request`.
     pub fn into_http(self) -> http::Request<Vec<u8>> {
         self.inner
     }
 }
 
+/// Seconds since the Unix epoch, from the host's wall clock.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 403 for a state-changing request without a matching XSRF token.
+pub(crate) fn check_xsrf(req: &Request) -> Result<(), HttpError> {
+    use subtle::ConstantTimeEq;
+
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let sent = req
+        .header("x-xsrftoken")
+        .or_else(|| req.header("x-csrftoken"))
+        .map(str::to_owned)
+        .or_else(|| req.arguments(crate::app::XSRF_COOKIE).pop());
+    let Some(sent) = sent else {
+        return Err(forbidden("'_xsrf' argument missing from POST"));
+    };
+    let Some(cookie) = req.cookie(crate::app::XSRF_COOKIE) else {
+        return Err(forbidden("'_xsrf' cookie missing"));
+    };
+    if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(cookie.as_bytes())) {
+        return Err(forbidden("XSRF cookie does not match the '_xsrf' argument"));
+    }
+    Ok(())
+}
+
+fn forbidden(why: &str) -> HttpError {
+    HttpError::new(StatusCode::FORBIDDEN, why)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn request(builder: http::request::Builder, body: &str) -> Request {
+        Request::from_http(builder.body(body.as_bytes().to_vec()).unwrap())
+    }
+
     #[test]
     fn exposes_path_query_headers_and_text() {
-        let req = Request::from_http(
-            http::Request::post("/users?id=7")
-                .header("x-name", "ada")
-                .body(b"hi".to_vec())
-                .unwrap(),
+        let req = request(
+            http::Request::post("/users?id=7").header("x-name", "ada"),
+            "hi",
         );
         assert_eq!(req.method(), Method::POST);
         assert_eq!(req.path(), "/users");
@@ -98,5 +318,115 @@ mod tests {
         assert_eq!(req.text().unwrap(), "hi");
         let bad = Request::from_http(http::Request::new(vec![0xff]));
         assert_eq!(bad.text().unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn arguments_come_from_the_query_and_a_form_body() {
+        let req = request(
+            http::Request::post("/s?q=rust%20wasm&tag=a&tag=b&empty=").header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+            "tag=c&name=Ada+L",
+        );
+        assert_eq!(req.argument("q").unwrap(), "rust wasm");
+        assert_eq!(req.arguments("tag"), ["a", "b", "c"]);
+        assert_eq!(req.argument("tag").unwrap(), "c", "the last value wins");
+        assert_eq!(req.argument("name").unwrap(), "Ada L");
+        assert_eq!(req.argument("empty").unwrap(), "");
+        assert_eq!(req.argument_or("page", "1"), "1");
+        let missing = req.argument("page").unwrap_err();
+        assert_eq!(
+            (missing.status.as_u16(), missing.message.as_str()),
+            (400, "missing argument `page`")
+        );
+
+        let not_a_form = request(
+            http::Request::post("/s").header("content-type", "text/plain"),
+            "tag=x",
+        );
+        assert!(not_a_form.arguments("tag").is_empty());
+    }
+
+    #[test]
+    fn path_parameters_parse_or_answer_400() {
+        let mut req = request(http::Request::get("/users/7"), "");
+        req.route(
+            vec![("id".into(), "7".into()), ("name".into(), "x".into())],
+            Rc::default(),
+        );
+        assert_eq!(req.param::<u64>("id").unwrap(), 7);
+        assert_eq!(req.param::<String>("name").unwrap(), "x");
+        let bad = req.param::<u64>("name").unwrap_err();
+        assert_eq!(bad.status, 400);
+        assert!(
+            bad.message
+                .contains("path parameter `name`: `x` is invalid"),
+            "{}",
+            bad.message
+        );
+        assert_eq!(req.param::<u64>("nope").unwrap_err().status, 500);
+    }
+
+    #[test]
+    fn json_bodies_parse_or_say_why() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct User {
+            name: String,
+        }
+        let good = request(http::Request::post("/"), r#"{"name":"ada"}"#);
+        assert_eq!(good.json::<User>().unwrap(), User { name: "ada".into() });
+        let bad = request(http::Request::post("/"), r#"{"name":"#);
+        let err = bad.json::<User>().unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.starts_with("invalid JSON body: EOF"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn cookies_are_read_from_every_cookie_header() {
+        let req = request(
+            http::Request::get("/")
+                .header("cookie", "a=1; b=two%20words")
+                .header("cookie", "c=3"),
+            "",
+        );
+        assert_eq!(req.cookie("b").as_deref(), Some("two words"));
+        assert_eq!(req.cookie("c").as_deref(), Some("3"));
+        assert_eq!(req.cookie("d"), None);
+    }
+
+    #[test]
+    fn xsrf_needs_a_matching_token_on_state_changing_requests() {
+        let get = request(http::Request::get("/"), "");
+        assert!(check_xsrf(&get).is_ok());
+        let no_token = request(http::Request::post("/").header("cookie", "_xsrf=abc"), "");
+        assert_eq!(check_xsrf(&no_token).unwrap_err().status, 403);
+        let no_cookie = request(http::Request::post("/").header("x-xsrftoken", "abc"), "");
+        assert_eq!(check_xsrf(&no_cookie).unwrap_err().status, 403);
+        let mismatch = request(
+            http::Request::post("/")
+                .header("cookie", "_xsrf=abc")
+                .header("x-xsrftoken", "abd"),
+            "",
+        );
+        assert_eq!(check_xsrf(&mismatch).unwrap_err().status, 403);
+        let header = request(
+            http::Request::delete("/")
+                .header("cookie", "_xsrf=abc")
+                .header("x-xsrftoken", "abc"),
+            "",
+        );
+        assert!(check_xsrf(&header).is_ok());
+        let form = request(
+            http::Request::post("/")
+                .header("cookie", "_xsrf=abc")
+                .header("content-type", "application/x-www-form-urlencoded"),
+            "name=ada&_xsrf=abc",
+        );
+        assert!(check_xsrf(&form).is_ok());
     }
 }

@@ -1,15 +1,47 @@
 //! Building responses.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use cookie::Cookie;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde::Serialize;
 
 use crate::HttpError;
+use crate::serve::BodyWriter;
 
-/// An HTTP response: status, headers and a body held in memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+type StreamFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + 'a>>;
+type StreamFn = Box<dyn for<'a> FnOnce(&'a mut BodyWriter) -> StreamFuture<'a>>;
+
+/// A response body: bytes in memory, or a function that writes it in chunks.
+pub(crate) enum Body {
+    Bytes(Vec<u8>),
+    /// No body and no `Content-Length`: the answer to `HEAD`.
+    Omitted,
+    Stream(StreamFn),
+}
+
+/// An HTTP response: status, headers and a body.
 pub struct Response {
     status: StatusCode,
     headers: HeaderMap,
-    body: Vec<u8>,
+    body: Body,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field(
+                "body",
+                &self
+                    .body()
+                    .map_or("<stream>".into(), String::from_utf8_lossy),
+            )
+            .finish()
+    }
 }
 
 impl Response {
@@ -18,7 +50,7 @@ impl Response {
         Self {
             status,
             headers: HeaderMap::new(),
-            body: Vec::new(),
+            body: Body::Bytes(Vec::new()),
         }
     }
 
@@ -32,6 +64,16 @@ impl Response {
         Self::with_body("text/html; charset=utf-8", body.into().into_bytes())
     }
 
+    /// 200 with `value` as an `application/json` body.
+    ///
+    /// # Panics
+    /// When `value` cannot be serialised (a map with non-string keys, a
+    /// failing `Serialize` impl): a programming error, answered with 500.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Self {
+        let body = serde_json::to_vec(value).expect("the response value serialises to JSON");
+        Self::with_body("application/json", body)
+    }
+
     /// 200 with a body of the given content type.
     pub fn bytes(content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
         Self::with_body(content_type, body.into())
@@ -42,7 +84,63 @@ impl Response {
         response
             .headers
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        response.body = body;
+        response.body = Body::Bytes(body);
+        response
+    }
+
+    /// 302 Found to `location`.
+    pub fn redirect(location: &str) -> Self {
+        Self::redirect_with(StatusCode::FOUND, location)
+    }
+
+    /// 301 Moved Permanently to `location`.
+    pub fn permanent_redirect(location: &str) -> Self {
+        Self::redirect_with(StatusCode::MOVED_PERMANENTLY, location)
+    }
+
+    /// A redirect to `location` with `status`: 301, 302, 303, 307 or 308.
+    ///
+    /// # Panics
+    /// When `status` is not a redirect or `location` is not a valid header
+    /// value: programming errors, answered with 500.
+    pub fn redirect_with(status: StatusCode, location: &str) -> Self {
+        assert!(
+            status.is_redirection(),
+            "redirect status must be 3xx, not {status}"
+        );
+        Self::new(status).with_header(header::LOCATION, location)
+    }
+
+    /// 200 with a body written in chunks by `write`, like Tornado's
+    /// `write` + `flush`: each [`BodyWriter::flush`] sends what was written so
+    /// far, so the client sees it before the handler finishes; what is left is
+    /// sent when `write` returns. The body is sent chunked. If `write` returns
+    /// an error the connection is cut, so the client can tell the body is
+    /// incomplete.
+    ///
+    /// ```no_run
+    /// # use cyclone_sdk::{Response, time::sleep};
+    /// # use std::time::Duration;
+    /// let response = Response::stream("text/plain", async |body| {
+    ///     for i in 1..=3 {
+    ///         body.write(format!("tick {i}\n"));
+    ///         body.flush().await?;
+    ///         sleep(Duration::from_millis(100)).await;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn stream<F>(content_type: &'static str, write: F) -> Self
+    where
+        F: AsyncFnOnce(&mut BodyWriter) -> std::io::Result<()> + 'static,
+    {
+        let mut response = Self::new(StatusCode::OK);
+        response
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response.body = Body::Stream(Box::new(move |writer: &mut BodyWriter| {
+            Box::pin(write(writer)) as StreamFuture<'_>
+        }));
         response
     }
 
@@ -54,19 +152,32 @@ impl Response {
 
     /// The same response with a header set (replacing earlier values).
     ///
+    /// # Panics
     /// An invalid name or value is a programming error and panics, which the
     /// host answers with 500.
     pub fn with_header<N, V>(mut self, name: N, value: V) -> Self
     where
         N: TryInto<HeaderName>,
-        N::Error: std::fmt::Debug,
+        N::Error: fmt::Debug,
         V: TryInto<HeaderValue>,
-        V::Error: std::fmt::Debug,
+        V::Error: fmt::Debug,
     {
         let name = name.try_into().expect("valid header name");
         let value = value.try_into().expect("valid header value");
         self.headers.insert(name, value);
         self
+    }
+
+    /// The same response with a `Set-Cookie` header added for `cookie`.
+    pub fn with_cookie(mut self, cookie: Cookie<'_>) -> Self {
+        self.add_cookie(&cookie);
+        self
+    }
+
+    pub(crate) fn add_cookie(&mut self, cookie: &Cookie<'_>) {
+        let value = HeaderValue::try_from(cookie.encoded().to_string())
+            .expect("an encoded cookie is a valid header value");
+        self.headers.append(header::SET_COOKIE, value);
     }
 
     /// The status.
@@ -84,20 +195,22 @@ impl Response {
         &mut self.headers
     }
 
-    /// The body.
-    pub fn body(&self) -> &[u8] {
-        &self.body
+    /// The body, or `None` for a streamed body.
+    pub fn body(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Bytes(bytes) => Some(bytes),
+            Body::Omitted => Some(&[]),
+            Body::Stream(_) => None,
+        }
     }
 
-    /// The `http` response, with `Content-Length` set so the host need not
-    /// chunk the body.
-    pub(crate) fn into_http(mut self) -> http::Response<wstd::http::Body> {
-        self.headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
-        let mut response = http::Response::new(wstd::http::Body::from(self.body));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
-        response
+    /// Drops the body, as the answer to a `HEAD` request does.
+    pub(crate) fn strip_body(&mut self) {
+        self.body = Body::Omitted;
+    }
+
+    pub(crate) fn into_parts(self) -> (StatusCode, HeaderMap, Body) {
+        (self.status, self.headers, self.body)
     }
 }
 
@@ -105,6 +218,14 @@ impl Response {
 pub trait IntoResponse {
     /// Converts into the response sent to the client.
     fn into_response(self) -> Response;
+
+    /// Converts into a response, or an error for the application's error page.
+    fn into_result(self) -> Result<Response, HttpError>
+    where
+        Self: Sized,
+    {
+        Ok(self.into_response())
+    }
 }
 
 impl IntoResponse for Response {
@@ -113,12 +234,16 @@ impl IntoResponse for Response {
     }
 }
 
-impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
+impl<T: IntoResponse> IntoResponse for Result<T, HttpError> {
     fn into_response(self) -> Response {
         match self {
             Ok(ok) => ok.into_response(),
             Err(err) => err.into_response(),
         }
+    }
+
+    fn into_result(self) -> Result<Response, HttpError> {
+        self.and_then(IntoResponse::into_result)
     }
 }
 
@@ -131,6 +256,12 @@ impl IntoResponse for &'static str {
 impl IntoResponse for String {
     fn into_response(self) -> Response {
         Response::text(self)
+    }
+}
+
+impl IntoResponse for StatusCode {
+    fn into_response(self) -> Response {
+        Response::new(self)
     }
 }
 
@@ -152,17 +283,62 @@ mod tests {
         assert_eq!(r.status(), 201);
         assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
         assert_eq!(r.headers()["x-a"], "1");
-        assert_eq!(r.body(), b"hi");
+        assert_eq!(r.body(), Some(&b"hi"[..]));
+    }
+
+    #[test]
+    fn json_and_redirects() {
+        let r = Response::json(&serde_json::json!({"id": 7}));
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.body(), Some(&br#"{"id":7}"#[..]));
+        for (response, status) in [
+            (Response::redirect("/a"), 302),
+            (Response::permanent_redirect("/a"), 301),
+            (Response::redirect_with(StatusCode::SEE_OTHER, "/a"), 303),
+            (
+                Response::redirect_with(StatusCode::TEMPORARY_REDIRECT, "/a"),
+                307,
+            ),
+            (
+                Response::redirect_with(StatusCode::PERMANENT_REDIRECT, "/a"),
+                308,
+            ),
+        ] {
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()["location"], "/a");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "redirect status must be 3xx")]
+    fn a_redirect_needs_a_redirect_status() {
+        let _ = Response::redirect_with(StatusCode::OK, "/a");
+    }
+
+    #[test]
+    fn cookies_add_set_cookie_headers() {
+        let r = Response::new(StatusCode::OK)
+            .with_cookie(Cookie::new("a", "1"))
+            .with_cookie(Cookie::build(("b", "two words")).path("/").build());
+        let values: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(values, ["a=1", "b=two%20words; Path=/"]);
     }
 
     #[test]
     fn errors_render_status_and_message() {
         let r = Err::<Response, _>(HttpError::bad_request("no id")).into_response();
         assert_eq!(r.status(), 400);
-        assert_eq!(r.body(), b"400 Bad Request: no id\n");
+        assert_eq!(r.body(), Some(&b"400 Bad Request: no id\n"[..]));
         assert_eq!(
             HttpError::not_found().into_response().body(),
-            b"404 Not Found\n"
+            Some(&b"404 Not Found\n"[..])
+        );
+        assert_eq!(
+            Err::<Response, _>(HttpError::not_found())
+                .into_result()
+                .unwrap_err()
+                .status,
+            404
         );
     }
 }

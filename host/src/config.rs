@@ -12,6 +12,11 @@
 //! [apps.hello]
 //! component = "hello.wasm"
 //! routes = ["/..."]           # "/..." matches every path
+//!
+//! [apps.hello.variables]      # read by the guest (`cyclone_sdk::variables`)
+//! greeting = "Hello"
+//! cookie_secret = { env = "HELLO_COOKIE_SECRET" }               # from the host's environment
+//! region = { env = "HELLO_REGION", default = "local" }         # ... with a fallback
 //! ```
 
 use std::collections::BTreeMap;
@@ -141,6 +146,70 @@ pub struct AppConfig {
     /// `/...` (`/api/...` matches `/api` and everything below it; `/...`
     /// matches every path). See [`crate::router`] for precedence.
     pub routes: Vec<String>,
+    /// Variables the app's guest can read, by name (lowercase ASCII letters,
+    /// digits and `_`, starting with a letter). A value is a string, or
+    /// `{ env = "NAME" }` to take it from the host's environment at start-up
+    /// (`{ env = "NAME", default = "..." }` when it may be unset). After
+    /// [`Manifest::load`] every value is a [`Variable::Value`].
+    #[serde(default)]
+    pub variables: BTreeMap<String, Variable>,
+}
+
+/// One app variable in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Variable {
+    /// A literal value.
+    Value(String),
+    /// A value read from the host's environment when the manifest loads.
+    Env {
+        /// The environment variable to read.
+        env: String,
+        /// The value when the environment variable is unset.
+        default: Option<String>,
+    },
+}
+
+impl AppConfig {
+    /// The app's variables as plain values (call after [`Manifest::load`],
+    /// which resolves `env` entries).
+    pub fn variable_values(&self) -> BTreeMap<String, String> {
+        self.variables
+            .iter()
+            .filter_map(|(name, value)| match value {
+                Variable::Value(value) => Some((name.clone(), value.clone())),
+                Variable::Env { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Checks variable names and replaces `env` entries by their values.
+    fn resolve_variables(
+        &mut self,
+        app: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in &mut self.variables {
+            let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                return Err(invalid(format!(
+                    "app `{app}`: variable `{name}`: names are lowercase letters, digits and `_`, starting with a letter"
+                )));
+            }
+            if let Variable::Env { env: key, default } = value {
+                let resolved = env(key).or_else(|| default.clone()).ok_or_else(|| {
+                    invalid(format!(
+                        "app `{app}`: variable `{name}` comes from the environment variable `{key}`, which is not set"
+                    ))
+                })?;
+                *value = Variable::Value(resolved);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Manifest {
@@ -157,6 +226,15 @@ impl Manifest {
 
     /// Parses manifest text; component paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, base, &|key| std::env::var(key).ok())
+    }
+
+    /// [`Manifest::parse`] with `env` standing in for the process environment.
+    fn parse_with_env(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut manifest: Manifest = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
             message: one_line(&e, text),
@@ -175,6 +253,7 @@ impl Manifest {
                     .map_err(|e| invalid(format!("app `{name}`: {e}")))?;
             }
             app.component = base.join(&app.component);
+            app.resolve_variables(name, env)?;
         }
         if manifest.server.max_instances == 0 {
             return Err(invalid("server.max_instances must be at least 1"));
@@ -194,6 +273,7 @@ impl Manifest {
                 AppConfig {
                     component: component.to_owned(),
                     routes: vec!["/...".to_owned()],
+                    variables: BTreeMap::new(),
                 },
             )]),
         }
@@ -269,6 +349,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("must start with `/`"), "{err}");
+    }
+
+    #[test]
+    fn variables_are_literal_or_from_the_environment() {
+        let text = "[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n[apps.a.variables]\n\
+            greeting = \"hi\"\nsecret = { env = \"A_SECRET\" }\n\
+            region = { env = \"A_REGION\", default = \"local\" }\n";
+        let env = |key: &str| (key == "A_SECRET").then(|| "s3cret".to_owned());
+        let m = Manifest::parse_with_env(text, Path::new("."), &env).unwrap();
+        let values = m.apps["a"].variable_values();
+        assert_eq!(values["greeting"], "hi");
+        assert_eq!(values["secret"], "s3cret");
+        assert_eq!(values["region"], "local");
+
+        let err = Manifest::parse_with_env(text, Path::new("."), &|_| None).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "variable `secret` comes from the environment variable `A_SECRET`, which is not set"
+            ),
+            "{err}"
+        );
+        let bad = "[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n[apps.a.variables]\nBad-Name = \"x\"\n";
+        let err = Manifest::parse_with_env(bad, Path::new("."), &|_| None).unwrap_err();
+        assert!(err.to_string().contains("variable `Bad-Name`"), "{err}");
+        let unknown = "[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n[apps.a.variables]\nx = { envv = \"X\" }\n";
+        assert!(Manifest::parse_with_env(unknown, Path::new("."), &|_| None).is_err());
     }
 
     #[test]

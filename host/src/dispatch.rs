@@ -7,6 +7,7 @@
 //! refused admission becomes a short error response and a log line; nothing
 //! else is affected.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,16 +36,24 @@ pub type Response = hyper::Response<HyperOutgoingBody>;
 /// One deployed component, ready to instantiate.
 pub struct App {
     name: Arc<str>,
+    variables: Arc<BTreeMap<String, String>>,
     pre: ProxyPre<HostState>,
 }
 
 impl App {
-    /// Links `component` and checks that it exports `wasi:http/incoming-handler`.
-    pub fn new(name: &str, engine: &Engine, component: &Component) -> wasmtime::Result<Self> {
+    /// Links `component` and checks that it exports `wasi:http/incoming-handler`;
+    /// its guest will read `variables`.
+    pub fn new(
+        name: &str,
+        variables: BTreeMap<String, String>,
+        engine: &Engine,
+        component: &Component,
+    ) -> wasmtime::Result<Self> {
         let linker = linker_for(engine, component)?;
         let pre = ProxyPre::new(linker.instantiate_pre(component)?)?;
         Ok(Self {
             name: name.into(),
+            variables: Arc::new(variables),
             pre,
         })
     }
@@ -90,7 +99,7 @@ impl Dispatcher {
 
         let mut store = Store::new(
             app.pre.engine(),
-            HostState::new(&app.name, id, self.store_limits.clone()),
+            HostState::new(&app.name, &app.variables, id, self.store_limits.clone()),
         );
         store.limiter(|state| &mut state.limits);
         let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -82,10 +82,13 @@ impl Host {
         let mut routes = Vec::new();
         for (name, app) in &manifest.apps {
             let component = cache.load(&engine, &app.component)?;
-            let linked = App::new(name, &engine, &component).map_err(|e| StartError::Link {
-                path: app.component.clone(),
-                message: link_message(&e),
-            })?;
+            let linked =
+                App::new(name, app.variable_values(), &engine, &component).map_err(|e| {
+                    StartError::Link {
+                        path: app.component.clone(),
+                        message: link_message(&e),
+                    }
+                })?;
             let linked = Arc::new(linked);
             for route in &app.routes {
                 let pattern =

@@ -76,6 +76,22 @@ impl Reply {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The whole `Set-Cookie` header that sets cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .find(|v| v.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+    }
+
+    /// The value `Set-Cookie` gives cookie `name` (as sent, still encoded).
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        let header = self.set_cookie(name)?;
+        let (_, rest) = header.split_once('=')?;
+        Some(rest.split(';').next().unwrap_or(""))
+    }
 }
 
 impl Cyclone {
@@ -87,14 +103,27 @@ impl Cyclone {
         server
     }
 
+    /// Like [`Cyclone::serve`], with `env` added to the server's environment.
+    pub fn serve_with_env(path: impl AsRef<OsStr>, env: &[(&str, &str)]) -> Self {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start(path, cache.path(), env);
+        server._cache = Some(cache);
+        server
+    }
+
     /// Like [`Cyclone::serve`], with the compile cache in `cache`.
     pub fn serve_with_cache(path: impl AsRef<OsStr>, cache: &Path) -> Self {
+        Self::start(path, cache, &[])
+    }
+
+    fn start(path: impl AsRef<OsStr>, cache: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(cyclone_bin())
             .arg("serve")
             .arg(path)
             .args(["--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(cache)
             .env("CYCLONE_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -139,6 +168,8 @@ impl Cyclone {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .build()
             .into();
         Self {
@@ -177,6 +208,33 @@ impl Cyclone {
     /// POST `body` to `path`.
     pub fn post(&self, path: &str, body: &str) -> Reply {
         read(self.agent.post(self.url(path)).send(body), path)
+    }
+
+    /// `method` on `path` with `headers` and `body`.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body.to_owned()).expect("a valid request");
+        read(self.agent.run(request), path)
+    }
+
+    /// GET `path` and read the body line by line, noting when each line
+    /// arrived, counted from when the request was sent.
+    pub fn get_lines_timed(&self, path: &str) -> Vec<(Duration, String)> {
+        let sent = Instant::now();
+        let mut response = self
+            .agent
+            .get(self.url(path))
+            .call()
+            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        BufReader::new(response.body_mut().as_reader())
+            .lines()
+            .map(|line| (sent.elapsed(), line.expect("reading a body line")))
+            .collect()
     }
 
     /// Waits until a log line contains `needle`; false after `timeout`.
@@ -269,6 +327,30 @@ pub fn run_to_exit(args: &[&OsStr]) -> (ExitStatus, String) {
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The manifest `examples/NAME/cyclone.toml` in a temp folder, pointed at the
+/// component the tests built (`component`) and with each `(from, to)` of
+/// `edits` applied to its text.
+pub fn example_manifest(
+    name: &str,
+    component: &str,
+    edits: &[(&str, &str)],
+) -> (tempfile::TempDir, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let original = std::fs::read_to_string(root.join("examples").join(name).join("cyclone.toml"))
+        .expect("reading the example manifest");
+    let release_build = format!("../../target/wasm32-wasip2/release/{name}.wasm");
+    assert!(
+        original.contains(&release_build),
+        "the example manifest names the release build {release_build}"
+    );
+    let mut text = original.replace(&release_build, component);
+    for (from, to) in edits {
+        assert!(text.contains(from), "the {name} manifest contains {from:?}");
+        text = text.replace(from, to);
+    }
+    manifest(&text)
 }
 
 /// Writes a manifest into a temp folder and returns both.

@@ -48,3 +48,60 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     .into()
 }
+
+/// The verbs a `Handler` may implement, as `(method name, http::Method constant)`.
+const VERBS: &[(&str, &str)] = &[
+    ("get", "GET"),
+    ("head", "HEAD"),
+    ("post", "POST"),
+    ("put", "PUT"),
+    ("patch", "PATCH"),
+    ("delete", "DELETE"),
+    ("options", "OPTIONS"),
+];
+
+/// Marks an `impl Handler for T` block: writes `allowed_methods` from the
+/// verb methods the block defines, so the application answers other verbs
+/// with 405 and a correct `Allow` header.
+#[proc_macro_attribute]
+pub fn handler_impl(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[cyclone_sdk::handler_impl] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let mut block = parse_macro_input!(item as syn::ItemImpl);
+    let defined: Vec<String> = block
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            syn::ImplItem::Fn(f) => Some(f.sig.ident.to_string()),
+            _ => None,
+        })
+        .collect();
+    if defined.iter().any(|name| name == "allowed_methods") {
+        return syn::Error::new_spanned(
+            &block.self_ty,
+            "#[cyclone_sdk::handler_impl] writes `allowed_methods`; remove it from the impl",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let methods = VERBS
+        .iter()
+        .filter(|(name, _)| defined.iter().any(|d| d == name))
+        .map(|(_, constant)| {
+            let constant = syn::Ident::new(constant, proc_macro2::Span::call_site());
+            quote! { ::cyclone_sdk::Method::#constant }
+        });
+    block.items.push(syn::parse_quote! {
+        fn allowed_methods(&self) -> &'static [::cyclone_sdk::Method] {
+            const ALLOWED: &[::cyclone_sdk::Method] = &[#(#methods),*];
+            ALLOWED
+        }
+    });
+    quote! { #block }.into()
+}

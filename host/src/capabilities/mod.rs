@@ -3,16 +3,22 @@
 //!
 //! Guests see `wasi:http/proxy` (HTTP types, clocks, random, stdio) and the
 //! rest of WASI 0.2 with nothing granted: no preopened folders, no environment
-//! variables, no sockets. Outbound HTTP is refused for now. Imports nobody
+//! variables, no sockets. Outbound HTTP is refused for now. From
+//! `cyclone:platform` they see their app's manifest variables. Imports nobody
 //! provides trap when called, so a component links as long as it never calls
 //! them.
 
+mod bindings;
 mod guest_log;
+mod variables;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker, LinkerInstance, ResourceTable, ResourceType};
+use wasmtime::component::{
+    Component, HasSelf, Linker, LinkerInstance, ResourceTable, ResourceType,
+};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -25,13 +31,19 @@ pub struct HostState {
     http: WasiHttpCtx,
     hooks: OutboundHttp,
     table: ResourceTable,
+    variables: Arc<BTreeMap<String, String>>,
     /// The store's resource limits, read by `Store::limiter`.
     pub limits: StoreLimits,
 }
 
 impl HostState {
     /// State for one request of `app`, with guest output tagged `request_id`.
-    pub fn new(app: &Arc<str>, request_id: u64, limits: StoreLimits) -> Self {
+    pub fn new(
+        app: &Arc<str>,
+        variables: &Arc<BTreeMap<String, String>>,
+        request_id: u64,
+        limits: StoreLimits,
+    ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestLog::new(app.clone(), request_id, "stdout"))
             .stderr(GuestLog::new(app.clone(), request_id, "stderr"))
@@ -41,6 +53,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             hooks: OutboundHttp,
             table: ResourceTable::new(),
+            variables: variables.clone(),
             limits,
         }
     }
@@ -101,14 +114,19 @@ const PROVIDED: &[&str] = &[
     "wasi:io/",
     "wasi:random/",
     "wasi:sockets/",
+    "cyclone:platform/",
 ];
 
-/// A linker for `component`: WASI 0.2 and `wasi:http`, with every other import
-/// of the component defined to trap when called.
+/// A linker for `component`: WASI 0.2, `wasi:http` and `cyclone:platform`,
+/// with every other import of the component defined to trap when called.
 pub fn linker_for(engine: &Engine, component: &Component) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    bindings::cyclone::platform::variables::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
     // `Linker::define_unknown_imports_as_traps` would also redefine resources
     // that provided interfaces `use` from `wasi:io` (e.g. `pollable` in
     // `wasi:clocks`) and break them, so stub only interfaces nobody provides.

@@ -1,4 +1,6 @@
-//! A test guest exercising the host: `/echo`, `/sleep?ms=N`, `/log`, `/panic`.
+//! A test guest exercising the host: `/echo`, `/sleep?ms=N`, `/log`, `/panic`,
+//! `/internal` (an `HttpError` with a detail meant only for the log) and
+//! `/variable?name=N` (an app variable's value).
 
 use cyclone_sdk::{HttpError, Request, Response};
 
@@ -29,6 +31,17 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
             Ok(Response::text("logged"))
         }
         "/panic" => panic!("the probe was asked to panic"),
+        "/internal" => Err(HttpError::internal("the database password is hunter2")),
+        "/variable" => {
+            let name = req
+                .query()
+                .and_then(|q| q.strip_prefix("name="))
+                .unwrap_or("");
+            match cyclone_sdk::variables::get(name) {
+                Some(value) => Ok(Response::text(value)),
+                None => Err(HttpError::not_found()),
+            }
+        }
         _ => Err(HttpError::not_found()),
     }
 }

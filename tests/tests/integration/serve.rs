@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use cyclone_tests::{Cyclone, components, manifest, run_to_exit};
+use cyclone_tests::{Cyclone, components, example_manifest, manifest, run_to_exit};
 
 #[test]
 fn hello_answers_every_path() {
@@ -74,22 +74,7 @@ fn http2_with_prior_knowledge_is_served() {
 
 #[test]
 fn the_hello_example_manifest_serves() {
-    // examples/hello/cyclone.toml points at the workspace's release build;
-    // point a copy at the component the tests built.
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/hello/cyclone.toml"
-    ))
-    .unwrap();
-    let text = example.replace(
-        "../../target/wasm32-wasip2/release/hello.wasm",
-        components::HELLO,
-    );
-    assert_ne!(
-        text, example,
-        "the example manifest names the release build"
-    );
-    let (_dir, path) = manifest(&text);
+    let (_dir, path) = example_manifest("hello", components::HELLO, &[]);
     let server = Cyclone::serve(&path);
     assert_eq!(server.get("/").body, "Hello, world!");
 }
@@ -316,7 +301,8 @@ fn a_restart_loads_the_compiled_component_from_cache() {
     assert_eq!(second.get("/").body, "Hello, world!");
 }
 
-fn assert_refuses(args: &[&OsStr], names: &str) {
+/// Asserts `cyclone ARGS` exits non-zero with one `error:` line containing `names`.
+pub(crate) fn assert_refuses(args: &[&OsStr], names: &str) {
     let (status, stderr) = run_to_exit(args);
     assert!(
         !status.success(),

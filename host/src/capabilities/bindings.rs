@@ -1,0 +1,16 @@
+//! Host bindings for `wit/`: the one `bindgen!` in the host. WASI interfaces
+//! map onto wasmtime-wasi's and wasmtime-wasi-http's own bindings, so only
+//! cyclone's interfaces are generated here.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "cyclone:platform/handler",
+    exports: { default: async },
+    with: {
+        "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:random": wasmtime_wasi::p2::bindings::random,
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+    },
+});

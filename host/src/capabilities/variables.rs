@@ -1,0 +1,10 @@
+//! `cyclone:platform/variables`: an app's manifest variables, read by its guest.
+
+use super::HostState;
+use super::bindings::cyclone::platform::variables::Host;
+
+impl Host for HostState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.variables.get(&name).cloned()
+    }
+}

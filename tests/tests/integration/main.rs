@@ -1,0 +1,5 @@
+//! The integration tests: one binary, each test starting the real `cyclone`
+//! on port 0 and talking to it with real clients.
+
+mod serve;
+mod tour;
