@@ -59,6 +59,7 @@
 #![deny(missing_docs)]
 
 mod app;
+pub mod client;
 mod cookies;
 mod error;
 pub mod guide;

@@ -91,8 +91,12 @@ pub struct ServerConfig {
     /// On SIGINT/SIGTERM, how long in-flight requests may run before the
     /// process exits anyway, in seconds (default 10).
     pub drain_timeout_secs: u64,
-    /// Largest linear memory one instance may grow to, in MiB (default 128).
-    pub max_memory_mb: u64,
+    /// Largest request head (request line and headers) in KiB (default 64,
+    /// at least 8). A bigger one is answered 431.
+    pub max_header_kb: u64,
+    /// How long a client may take to send a request head, in milliseconds
+    /// (default 10000); then the connection is closed.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -106,7 +110,8 @@ impl Default for ServerConfig {
             max_queued: 1000,
             queue_timeout_ms: 1000,
             drain_timeout_secs: 10,
-            max_memory_mb: 128,
+            max_header_kb: 64,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -130,10 +135,19 @@ impl ServerConfig {
         Duration::from_secs(self.drain_timeout_secs)
     }
 
-    /// The per-instance memory cap in bytes.
-    pub fn max_memory_bytes(&self) -> usize {
-        usize::try_from(self.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    /// The request head cap in bytes.
+    pub fn max_header_bytes(&self) -> usize {
+        kib(self.max_header_kb)
     }
+
+    /// The header read timeout as a `Duration`.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+}
+
+fn kib(n: u64) -> usize {
+    usize::try_from(n.saturating_mul(1 << 10)).unwrap_or(usize::MAX)
 }
 
 /// One app: a component and the routes it answers. An `[apps.NAME]` table.
@@ -153,6 +167,50 @@ pub struct AppConfig {
     /// [`Manifest::load`] every value is a [`Variable::Value`].
     #[serde(default)]
     pub variables: BTreeMap<String, Variable>,
+    /// Where the app's guest may send HTTP requests: `scheme://host[:port]`
+    /// patterns, e.g. `"https://api.example.com"`, `"http://*.internal:8080"`,
+    /// `"http://127.0.0.1:*"`. Default: nowhere. Loopback, private and
+    /// link-local addresses are reached only through an entry naming them
+    /// literally (`localhost` or the IP), whatever a name resolves to.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Instances of this app alive at once (default: `server.max_instances`).
+    /// Requests past it wait in the queue, then get 503.
+    pub max_instances: Option<u32>,
+    /// CPU time one request's guest may use, in milliseconds (default 5000);
+    /// past it the instance is stopped and the client gets 503.
+    #[serde(default = "defaults::cpu_budget_ms")]
+    pub cpu_budget_ms: u64,
+    /// Wall-clock time one request's guest may take, in milliseconds (default
+    /// 60000; 0 for no limit); past it the instance is stopped and the client
+    /// gets 504 (or, once the response has started, a cut connection).
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest linear memory one instance may grow to, in MiB (default 128);
+    /// an allocation past it fails inside the guest (a Rust guest then aborts:
+    /// 500).
+    #[serde(default = "defaults::max_memory_mb")]
+    pub max_memory_mb: u64,
+    /// Largest request body, in KiB (default 10240); a bigger one is answered
+    /// 413 without running the guest.
+    #[serde(default = "defaults::max_body_kb")]
+    pub max_body_kb: u64,
+}
+
+/// Defaults of per-app fields.
+mod defaults {
+    pub fn cpu_budget_ms() -> u64 {
+        5_000
+    }
+    pub fn timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn max_memory_mb() -> u64 {
+        128
+    }
+    pub fn max_body_kb() -> u64 {
+        10 * 1024
+    }
 }
 
 /// One app variable in the manifest.
@@ -171,6 +229,41 @@ pub enum Variable {
 }
 
 impl AppConfig {
+    /// An app serving `component` at `routes`, every other field at its default.
+    pub fn new(component: PathBuf, routes: Vec<String>) -> Self {
+        Self {
+            component,
+            routes,
+            variables: BTreeMap::new(),
+            allowed_outbound_hosts: Vec::new(),
+            max_instances: None,
+            cpu_budget_ms: defaults::cpu_budget_ms(),
+            timeout_ms: defaults::timeout_ms(),
+            max_memory_mb: defaults::max_memory_mb(),
+            max_body_kb: defaults::max_body_kb(),
+        }
+    }
+
+    /// The CPU budget as a `Duration`.
+    pub fn cpu_budget(&self) -> Duration {
+        Duration::from_millis(self.cpu_budget_ms)
+    }
+
+    /// The wall-clock timeout, `None` when unlimited.
+    pub fn timeout(&self) -> Option<Duration> {
+        (self.timeout_ms > 0).then(|| Duration::from_millis(self.timeout_ms))
+    }
+
+    /// The memory cap in bytes.
+    pub fn max_memory_bytes(&self) -> usize {
+        usize::try_from(self.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+
+    /// The body cap in bytes.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_kb.saturating_mul(1 << 10)
+    }
+
     /// The app's variables as plain values (call after [`Manifest::load`],
     /// which resolves `env` entries).
     pub fn variable_values(&self) -> BTreeMap<String, String> {
@@ -254,11 +347,30 @@ impl Manifest {
             }
             app.component = base.join(&app.component);
             app.resolve_variables(name, env)?;
+            crate::capabilities::AllowedHosts::parse(&app.allowed_outbound_hosts)
+                .map_err(|e| invalid(format!("app `{name}`: allowed_outbound_hosts: {e}")))?;
+            if app.max_instances == Some(0) || app.cpu_budget_ms == 0 || app.max_memory_mb == 0 {
+                return Err(invalid(format!(
+                    "app `{name}`: max_instances, cpu_budget_ms and max_memory_mb must be at least 1"
+                )));
+            }
         }
         if manifest.server.max_instances == 0 {
             return Err(invalid("server.max_instances must be at least 1"));
         }
+        if manifest.server.max_header_kb < 8 {
+            return Err(invalid("server.max_header_kb must be at least 8"));
+        }
         Ok(manifest)
+    }
+
+    /// The largest memory cap of any app: the size of the pool's memory slots.
+    pub fn max_memory_bytes(&self) -> usize {
+        self.apps
+            .values()
+            .map(AppConfig::max_memory_bytes)
+            .max()
+            .unwrap_or_else(|| AppConfig::new(PathBuf::new(), Vec::new()).max_memory_bytes())
     }
 
     /// A manifest serving one component at every path, for `cyclone serve x.wasm`.
@@ -270,11 +382,7 @@ impl Manifest {
             server: ServerConfig::default(),
             apps: BTreeMap::from([(
                 name,
-                AppConfig {
-                    component: component.to_owned(),
-                    routes: vec!["/...".to_owned()],
-                    variables: BTreeMap::new(),
-                },
+                AppConfig::new(component.to_owned(), vec!["/...".to_owned()]),
             )]),
         }
     }

@@ -7,12 +7,12 @@
 //! refused admission becomes a short error response and a log line; nothing
 //! else is affected.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
@@ -25,42 +25,56 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::capabilities::{HostState, linker_for};
-use crate::config::ServerConfig;
-use crate::limits::{self, Admission, RETRY_AFTER_SECS};
+use crate::capabilities::{AllowedHosts, AppCapabilities, HostState, linker_for};
+use crate::config::{AppConfig, ServerConfig};
+use crate::limits::{self, Admission, CappedBody, RETRY_AFTER_SECS};
 use crate::router::Router;
 
 /// The response type the server writes.
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
-/// One deployed component, ready to instantiate.
+/// One deployed component, ready to instantiate, with its limits.
 pub struct App {
-    name: Arc<str>,
-    variables: Arc<BTreeMap<String, String>>,
+    caps: Arc<AppCapabilities>,
     pre: ProxyPre<HostState>,
+    admission: Option<Admission>,
+    store_limits: StoreLimits,
+    cpu_budget: Duration,
+    timeout: Option<Duration>,
+    max_body_bytes: u64,
 }
 
 impl App {
-    /// Links `component` and checks that it exports `wasi:http/incoming-handler`;
-    /// its guest will read `variables`.
+    /// Links `component` and checks that it exports `wasi:http/incoming-handler`.
     pub fn new(
         name: &str,
-        variables: BTreeMap<String, String>,
+        config: &AppConfig,
+        server: &ServerConfig,
         engine: &Engine,
         component: &Component,
     ) -> wasmtime::Result<Self> {
         let linker = linker_for(engine, component)?;
         let pre = ProxyPre::new(linker.instantiate_pre(component)?)?;
+        let allowed_hosts =
+            AllowedHosts::parse(&config.allowed_outbound_hosts).map_err(wasmtime::Error::msg)?;
         Ok(Self {
-            name: name.into(),
-            variables: Arc::new(variables),
+            caps: Arc::new(AppCapabilities {
+                name: name.into(),
+                variables: config.variable_values(),
+                allowed_hosts,
+            }),
             pre,
+            admission: Admission::for_app(config, server),
+            store_limits: limits::store_limits(config),
+            cpu_budget: config.cpu_budget(),
+            timeout: config.timeout(),
+            max_body_bytes: config.max_body_bytes(),
         })
     }
 
     /// The app's name from the manifest.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.caps.name
     }
 }
 
@@ -68,7 +82,6 @@ impl App {
 pub struct Dispatcher {
     router: Router<Arc<App>>,
     admission: Admission,
-    store_limits: StoreLimits,
     next_request_id: AtomicU64,
 }
 
@@ -78,7 +91,6 @@ impl Dispatcher {
         Self {
             router,
             admission: Admission::new(server),
-            store_limits: limits::store_limits(server),
             next_request_id: AtomicU64::new(1),
         }
     }
@@ -89,19 +101,47 @@ impl Dispatcher {
         let Some(app) = self.router.lookup(req.uri().path()) else {
             return Ok(plain(StatusCode::NOT_FOUND, "Not Found\n"));
         };
+        let name = app.caps.name.clone();
+        let declared_length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared_length.is_some_and(|n| n > app.max_body_bytes) {
+            tracing::info!(request = id, app = %name, "413: body of {} bytes is over max_body_kb", declared_length.unwrap_or(0));
+            return Ok(too_large());
+        }
+        // Per app first, so one app's backlog does not take the shared permits.
+        let app_permit = match &app.admission {
+            Some(gate) => match gate.admit().await {
+                Ok(permit) => Some(permit),
+                Err(refused) => {
+                    tracing::warn!(request = id, app = %name, "503: app max_instances: {refused}");
+                    return Ok(unavailable());
+                }
+            },
+            None => None,
+        };
         let permit = match self.admission.admit().await {
             Ok(permit) => permit,
             Err(refused) => {
-                tracing::warn!(request = id, app = %app.name, "503: {refused}");
+                tracing::warn!(request = id, app = %name, "503: {refused}");
                 return Ok(unavailable());
             }
         };
 
         let mut store = Store::new(
             app.pre.engine(),
-            HostState::new(&app.name, &app.variables, id, self.store_limits.clone()),
+            HostState::new(&app.caps, id, app.store_limits.clone(), app.cpu_budget),
         );
         store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.on_epoch());
+        store.call_hook(|mut ctx, hook| {
+            ctx.data_mut().cpu.on_call_hook(hook);
+            Ok(())
+        });
+        let body_over_cap = Arc::new(AtomicBool::new(false));
+        let req = req.map(|body| CappedBody::new(body, app.max_body_bytes, body_over_cap.clone()));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources: wasmtime::Result<_> = (|| {
             let http = &mut store.data_mut().http();
@@ -112,59 +152,94 @@ impl Dispatcher {
         let (req, out) = match resources {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::info!(request = id, app = %app.name, "400: {e}");
+                tracing::info!(request = id, app = %name, "400: {e}");
                 return Ok(plain(StatusCode::BAD_REQUEST, "Bad Request\n"));
             }
         };
 
         let pre = app.pre.clone();
-        let name = app.name.clone();
+        let timeout = app.timeout;
+        let task_name = name.clone();
         let (call_done, call_outcome) = tokio::sync::oneshot::channel();
         // The guest may fail after its response head has gone out (while
         // streaming the body), so the task logs its own failure.
         let guest = tokio::spawn(async move {
-            let result = async {
+            let call = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
-            }
-            .await;
+            };
+            let result = match timeout {
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .unwrap_or(Err(wasmtime::Error::new(TimedOut(limit)))),
+                None => call.await,
+            };
             // Before the store is dropped, so a good response ends without waiting for it.
             let _ = call_done.send(result.is_ok());
+            let cpu_exceeded = store.data().cpu.exceeded();
             drop(store);
             drop(permit);
+            drop(app_permit);
             result.map_err(|e| {
-                let pool_full = e.is::<PoolConcurrencyLimitError>();
-                if !pool_full {
-                    tracing::error!(request = id, app = %name, "guest failed: {e:?}");
+                let failure = if cpu_exceeded {
+                    GuestFailure::CpuBudget
+                } else if e.is::<TimedOut>() {
+                    GuestFailure::TimedOut
+                } else if e.is::<PoolConcurrencyLimitError>() {
+                    GuestFailure::PoolFull
+                } else {
+                    GuestFailure::Trapped
+                };
+                match failure {
+                    GuestFailure::PoolFull => {}
+                    GuestFailure::CpuBudget | GuestFailure::TimedOut => {
+                        tracing::warn!(request = id, app = %task_name, "guest stopped: {e}");
+                    }
+                    GuestFailure::Trapped => {
+                        tracing::error!(request = id, app = %task_name, "guest failed: {e:?}");
+                    }
                 }
-                GuestFailure { pool_full }
+                failure
             })
         });
 
-        Ok(match receiver.await {
+        let response = receiver.await;
+        if body_over_cap.load(Ordering::Relaxed) {
+            tracing::info!(request = id, app = %name, "413: body over max_body_kb");
+            return Ok(too_large());
+        }
+        Ok(match response {
             Ok(Ok(response)) => {
                 response.map(|body| GuestBody::new(body, call_outcome).boxed_unsync())
             }
             Ok(Err(code)) => {
-                tracing::error!(request = id, app = %app.name, "500: guest answered with error {code:?}");
+                tracing::error!(request = id, app = %name, "500: guest answered with error {code:?}");
                 internal_error(id)
             }
             // The guest dropped the response outparam without setting it.
             Err(_) => match guest.await {
                 Ok(Ok(())) => {
-                    tracing::error!(request = id, app = %app.name, "500: guest returned without a response");
+                    tracing::error!(request = id, app = %name, "500: guest returned without a response");
                     internal_error(id)
                 }
-                Ok(Err(GuestFailure { pool_full: true })) => {
-                    tracing::warn!(request = id, app = %app.name, "503: the instance pool is exhausted");
+                Ok(Err(GuestFailure::PoolFull)) => {
+                    tracing::warn!(request = id, app = %name, "503: the instance pool is exhausted");
                     unavailable()
                 }
-                Ok(Err(GuestFailure { pool_full: false })) => internal_error(id),
+                Ok(Err(GuestFailure::CpuBudget)) => {
+                    tracing::warn!(request = id, app = %name, "503: CPU budget exceeded");
+                    unavailable()
+                }
+                Ok(Err(GuestFailure::TimedOut)) => {
+                    tracing::warn!(request = id, app = %name, "504: timed out");
+                    plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
+                }
+                Ok(Err(GuestFailure::Trapped)) => internal_error(id),
                 Err(e) => {
-                    tracing::error!(request = id, app = %app.name, "500: guest task failed: {e}");
+                    tracing::error!(request = id, app = %name, "500: guest task failed: {e}");
                     internal_error(id)
                 }
             },
@@ -172,10 +247,22 @@ impl Dispatcher {
     }
 }
 
+/// The wall-clock timeout ended the guest's call.
+#[derive(Debug, thiserror::Error)]
+#[error("the request ran past its timeout of {0:?}")]
+struct TimedOut(Duration);
+
 /// How a guest's task ended when it failed; the cause is already logged.
-struct GuestFailure {
-    /// Instantiation found no free slot in the pool (→ 503, not 500).
-    pool_full: bool,
+#[derive(Debug, Clone, Copy)]
+enum GuestFailure {
+    /// Instantiation found no free slot in the pool (→ 503).
+    PoolFull,
+    /// The guest ran past its CPU budget (→ 503).
+    CpuBudget,
+    /// The guest ran past the wall-clock timeout (→ 504).
+    TimedOut,
+    /// The guest trapped (→ 500).
+    Trapped,
 }
 
 /// A guest's response body that ends cleanly only once the guest's call has
@@ -241,6 +328,10 @@ fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+fn too_large() -> Response {
+    plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n")
 }
 
 fn internal_error(request_id: u64) -> Response {

@@ -56,9 +56,10 @@ pub enum LoadError {
     },
 }
 
-/// Builds the process's engine: component model, async calls on fibers, and a
-/// pooling allocator sized from `server.max_instances`.
-pub fn new_engine(server: &ServerConfig) -> wasmtime::Result<Engine> {
+/// Builds the process's engine: component model, async calls on fibers, epoch
+/// interruption, and a pooling allocator sized from `server.max_instances`
+/// with memory slots of `max_memory_bytes`.
+pub fn new_engine(server: &ServerConfig, max_memory_bytes: usize) -> wasmtime::Result<Engine> {
     let instances = server.max_instances;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
@@ -66,7 +67,7 @@ pub fn new_engine(server: &ServerConfig) -> wasmtime::Result<Engine> {
         .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(instances)
-        .max_memory_size(server.max_memory_bytes())
+        .max_memory_size(max_memory_bytes)
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         .pagemap_scan(Enabled::Auto);
@@ -76,6 +77,8 @@ pub fn new_engine(server: &ServerConfig) -> wasmtime::Result<Engine> {
         .wasm_component_model(true)
         // Only WASI 0.2 is served: skip the per-store state of component-model async.
         .concurrency_support(false)
+        // Guests yield at every epoch tick and are stopped past their CPU budget.
+        .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }

@@ -76,14 +76,15 @@ impl Host {
     /// Builds the engine and loads every app of `manifest`, using the compile
     /// cache in `cache_dir` (none when `None`).
     pub fn new(manifest: Manifest, cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
-        let engine = engine::new_engine(&manifest.server)
+        let engine = engine::new_engine(&manifest.server, manifest.max_memory_bytes())
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        limits::start_epoch_ticker(&engine);
         let cache = ComponentCache::new(cache_dir);
         let mut routes = Vec::new();
         for (name, app) in &manifest.apps {
             let component = cache.load(&engine, &app.component)?;
             let linked =
-                App::new(name, app.variable_values(), &engine, &component).map_err(|e| {
+                App::new(name, app, &manifest.server, &engine, &component).map_err(|e| {
                     StartError::Link {
                         path: app.component.clone(),
                         message: link_message(&e),
@@ -116,8 +117,7 @@ impl Host {
         listeners: Vec<TcpListener>,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
-        let drain = self.manifest.server.drain_timeout();
-        server::run(listeners, self.dispatcher, shutdown, drain)
+        server::run(listeners, self.dispatcher, shutdown, &self.manifest.server)
     }
 }
 

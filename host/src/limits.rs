@@ -1,20 +1,35 @@
-//! Limits on what requests may use: admission to the instance pool and the
-//! per-instance memory cap.
+//! Limits on what requests may use, all in one place: admission to the
+//! instance pool (process-wide and per app), CPU time, memory and body size.
+//! The wall-clock timeout is applied by `dispatch` around the guest's call.
 //!
 //! Admission is a semaphore with one permit per pool slot. A request takes a
 //! permit before its instance is created and holds it until the instance is
 //! dropped. When none is free it waits in a short bounded queue; past the
 //! queue's length or wait time it is refused, and the server answers 503 with
 //! `Retry-After`.
+//!
+//! CPU: one ticker thread advances the engine's epoch every [`EPOCH_TICK`].
+//! A running guest reaches its epoch deadline at the next tick and yields to
+//! the worker's event loop, so a busy guest cannot hold a worker. Each store
+//! keeps a [`CpuClock`] that counts only the time the guest itself runs (call
+//! hooks stop it whenever the guest calls into the host, including while it
+//! yields); past the budget the guest is trapped and the client gets 503.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{CallHook, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 
-use crate::config::ServerConfig;
+use crate::config::{AppConfig, ServerConfig};
+
+/// How often the epoch advances: how long a guest runs before it yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Seconds a refused client is told to wait, in `Retry-After`.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -49,10 +64,21 @@ impl Drop for QueueSlot<'_> {
 }
 
 impl Admission {
-    /// A gate with `max_instances` permits and the configured queue.
+    /// The process-wide gate: `max_instances` permits and the configured queue.
     pub fn new(server: &ServerConfig) -> Self {
+        Self::with_permits(server.max_instances, server)
+    }
+
+    /// An app's own gate when it sets `max_instances`, sharing the server's
+    /// queue settings.
+    pub fn for_app(app: &AppConfig, server: &ServerConfig) -> Option<Self> {
+        app.max_instances
+            .map(|permits| Self::with_permits(permits, server))
+    }
+
+    fn with_permits(permits: u32, server: &ServerConfig) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(server.max_instances as usize)),
+            permits: Arc::new(Semaphore::new(permits as usize)),
             queued: AtomicUsize::new(0),
             max_queued: server.max_queued,
             queue_timeout: server.queue_timeout(),
@@ -82,12 +108,154 @@ impl Admission {
     }
 }
 
-/// The resource limits of one store: its linear memory cap.
-pub fn store_limits(server: &ServerConfig) -> StoreLimits {
+/// The resource limits of one store of `app`: its linear memory cap.
+pub fn store_limits(app: &AppConfig) -> StoreLimits {
     StoreLimitsBuilder::new()
-        .memory_size(server.max_memory_bytes())
+        .memory_size(app.max_memory_bytes())
         .trap_on_grow_failure(false)
         .build()
+}
+
+/// Starts the process's one epoch ticker; it stops when the engine is dropped.
+pub fn start_epoch_ticker(engine: &wasmtime::Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("cyclone-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// The CPU time one request's guest has used, against its budget.
+#[derive(Debug)]
+pub struct CpuClock {
+    budget: Duration,
+    used: Duration,
+    running_since: Option<Instant>,
+    exceeded: bool,
+}
+
+/// The trap raised when a guest runs past its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest used more than its CPU budget of {budget:?}")]
+pub struct CpuBudgetExceeded {
+    budget: Duration,
+}
+
+impl CpuClock {
+    /// A stopped clock with `budget` to spend.
+    pub fn new(budget: Duration) -> Self {
+        Self {
+            budget,
+            used: Duration::ZERO,
+            running_since: None,
+            exceeded: false,
+        }
+    }
+
+    /// Starts or stops the clock as control passes between guest and host.
+    pub fn on_call_hook(&mut self, hook: CallHook) {
+        if hook.entering_host() {
+            if let Some(since) = self.running_since.take() {
+                self.used += since.elapsed();
+            }
+        } else {
+            self.running_since = Some(Instant::now());
+        }
+    }
+
+    /// At an epoch deadline: trap past the budget, else yield for a tick.
+    pub fn on_epoch(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        let used = self.used();
+        if used > self.budget {
+            self.exceeded = true;
+            return Err(wasmtime::Error::new(CpuBudgetExceeded {
+                budget: self.budget,
+            }));
+        }
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    }
+
+    /// CPU time used so far.
+    pub fn used(&self) -> Duration {
+        self.used
+            + self
+                .running_since
+                .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
+    /// Whether the guest was stopped for running past its budget.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+}
+
+/// A request body that fails once more than `max` bytes have arrived, and
+/// says so in a flag the dispatcher reads (to answer 413).
+pub struct CappedBody<B> {
+    inner: B,
+    read: u64,
+    max: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl<B> CappedBody<B> {
+    /// Wraps `inner`; `exceeded` is set when it goes past `max`.
+    pub fn new(inner: B, max: u64, exceeded: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            read: 0,
+            max,
+            exceeded,
+        }
+    }
+}
+
+impl<B> Body for CappedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            self.read += data.len() as u64;
+            if self.read > self.max {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                    Some(self.read),
+                ))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +269,33 @@ mod tests {
             queue_timeout_ms: timeout_ms,
             ..ServerConfig::default()
         })
+    }
+
+    #[test]
+    fn the_cpu_clock_counts_only_guest_time() {
+        let mut clock = CpuClock::new(Duration::from_millis(30));
+        clock.on_call_hook(CallHook::CallingWasm);
+        std::thread::sleep(Duration::from_millis(20));
+        clock.on_call_hook(CallHook::CallingHost);
+        // Time in the host (a suspended guest) is not counted.
+        std::thread::sleep(Duration::from_millis(50));
+        let used = clock.used();
+        assert!(
+            used >= Duration::from_millis(20) && used < Duration::from_millis(45),
+            "{used:?}"
+        );
+        assert!(matches!(
+            clock.on_epoch(),
+            Ok(UpdateDeadline::YieldCustom(1, _))
+        ));
+        clock.on_call_hook(CallHook::ReturningFromHost);
+        std::thread::sleep(Duration::from_millis(20));
+        clock.on_call_hook(CallHook::CallingHost);
+        let Err(err) = clock.on_epoch() else {
+            panic!("past the budget the guest is stopped");
+        };
+        assert!(err.is::<CpuBudgetExceeded>());
+        assert!(clock.exceeded());
     }
 
     #[tokio::test]

@@ -11,13 +11,14 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::ServerConfig;
 use crate::dispatch::Dispatcher;
 
 /// Pending connections the kernel queues per listening socket.
@@ -51,7 +52,7 @@ pub fn run(
     listeners: Vec<StdListener>,
     dispatcher: Arc<Dispatcher>,
     shutdown: watch::Receiver<bool>,
-    drain_timeout: Duration,
+    config: &ServerConfig,
 ) -> io::Result<()> {
     let workers = listeners
         .into_iter()
@@ -59,6 +60,7 @@ pub fn run(
         .map(|(index, listener)| {
             let dispatcher = dispatcher.clone();
             let shutdown = shutdown.clone();
+            let config = config.clone();
             std::thread::Builder::new()
                 .name(format!("cyclone-worker-{index}"))
                 .spawn(move || -> io::Result<()> {
@@ -67,7 +69,7 @@ pub fn run(
                         .build()?;
                     runtime.block_on(async {
                         let listener = TcpListener::from_std(listener)?;
-                        serve(listener, dispatcher, shutdown, drain_timeout).await;
+                        serve(listener, dispatcher, shutdown, &config).await;
                         io::Result::Ok(())
                     })
                 })
@@ -85,10 +87,21 @@ async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
     mut shutdown: watch::Receiver<bool>,
-    drain_timeout: Duration,
+    config: &ServerConfig,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A request head past max_header_kb is answered 431 by hyper; a client
+    // that does not finish its head in time is disconnected.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(config.max_header_bytes())
+        .header_read_timeout(config.header_read_timeout());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes()).unwrap_or(u32::MAX));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -119,7 +132,7 @@ async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+    if tokio::time::timeout(config.drain_timeout(), graceful.shutdown())
         .await
         .is_err()
     {

@@ -360,3 +360,103 @@ pub fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).expect("writing manifest");
     (dir, path)
 }
+
+/// A plain HTTP/1.1 server on `127.0.0.1:0` for guests to call: `GET
+/// /delay/MS` answers `waited MS ms` after MS milliseconds; any other path
+/// answers at once with the path. One thread per connection; stops on drop.
+pub struct Upstream {
+    addr: std::net::SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Upstream {
+    /// Starts a server.
+    pub fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding an upstream");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let body = match path.strip_prefix("/delay/").map(str::parse::<u64>) {
+                        Some(Ok(ms)) => {
+                            std::thread::sleep(Duration::from_millis(ms));
+                            format!("waited {ms} ms")
+                        }
+                        _ => path,
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Self { addr, stop }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+impl Cyclone {
+    /// GETs `path` from `n` threads at once; each reply's status and how long
+    /// it took, and the time until the last one finished.
+    pub fn get_concurrently(&self, path: &str, n: usize) -> (Vec<(u16, Duration)>, Duration) {
+        let started = Instant::now();
+        let url = self.url(path);
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let agent = self.agent.clone();
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let sent = Instant::now();
+                    let status = match agent.get(&url).call() {
+                        Ok(mut response) => {
+                            let _ = response.body_mut().read_to_string();
+                            response.status().as_u16()
+                        }
+                        Err(_) => 0,
+                    };
+                    (status, sent.elapsed())
+                })
+            })
+            .collect();
+        let replies = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        (replies, started.elapsed())
+    }
+}

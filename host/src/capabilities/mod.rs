@@ -3,13 +3,15 @@
 //!
 //! Guests see `wasi:http/proxy` (HTTP types, clocks, random, stdio) and the
 //! rest of WASI 0.2 with nothing granted: no preopened folders, no environment
-//! variables, no sockets. Outbound HTTP is refused for now. From
-//! `cyclone:platform` they see their app's manifest variables. Imports nobody
+//! variables, no sockets. Outbound HTTP reaches what the app's
+//! `allowed_outbound_hosts` lists (see [`outbound`]). From `cyclone:platform`
+//! they see their app's manifest variables. Imports nobody
 //! provides trap when called, so a component links as long as it never calls
 //! them.
 
 mod bindings;
 mod guest_log;
+pub mod outbound;
 mod variables;
 
 use std::collections::BTreeMap;
@@ -25,36 +27,56 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 pub use guest_log::GuestLog;
 
+use crate::limits::CpuClock;
+pub use outbound::AllowedHosts;
+
+/// What one app's guests may reach, shared by all its requests.
+#[derive(Debug)]
+pub struct AppCapabilities {
+    /// The app's name, for logs.
+    pub name: Arc<str>,
+    /// The app's manifest variables.
+    pub variables: BTreeMap<String, String>,
+    /// Where its outbound HTTP may go.
+    pub allowed_hosts: AllowedHosts,
+}
+
 /// Everything one request's store holds.
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHttp,
     table: ResourceTable,
-    variables: Arc<BTreeMap<String, String>>,
+    app: Arc<AppCapabilities>,
     /// The store's resource limits, read by `Store::limiter`.
     pub limits: StoreLimits,
+    /// The guest's CPU time, kept by the store's call hook and epoch callback.
+    pub cpu: CpuClock,
 }
 
 impl HostState {
     /// State for one request of `app`, with guest output tagged `request_id`.
     pub fn new(
-        app: &Arc<str>,
-        variables: &Arc<BTreeMap<String, String>>,
+        app: &Arc<AppCapabilities>,
         request_id: u64,
         limits: StoreLimits,
+        cpu_budget: std::time::Duration,
     ) -> Self {
         let wasi = WasiCtx::builder()
-            .stdout(GuestLog::new(app.clone(), request_id, "stdout"))
-            .stderr(GuestLog::new(app.clone(), request_id, "stderr"))
+            .stdout(GuestLog::new(app.name.clone(), request_id, "stdout"))
+            .stderr(GuestLog::new(app.name.clone(), request_id, "stderr"))
             .build();
         Self {
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: OutboundHttp,
+            hooks: OutboundHttp {
+                app: app.clone(),
+                request_id,
+            },
             table: ResourceTable::new(),
-            variables: variables.clone(),
+            app: app.clone(),
             limits,
+            cpu: CpuClock::new(cpu_budget),
         }
     }
 }
@@ -78,29 +100,57 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// The outbound HTTP policy: every request is denied until apps can list the
-/// hosts they may reach.
-struct OutboundHttp;
+/// Outbound HTTP for one request: checked against the app's allow-list.
+struct OutboundHttp {
+    app: Arc<AppCapabilities>,
+    request_id: u64,
+}
+
+/// What `send_request` hands back to wasmtime-wasi-http.
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
 
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        tracing::warn!(uri = %request.uri(), "outbound HTTP denied: no hosts are allowed");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    ) -> SendFuture {
+        let app = self.app.clone();
+        let request_id = self.request_id;
+        Box::new(async move {
+            use outbound::CheckError;
+            let uri = request.uri().clone();
+            let target = match app.allowed_hosts.check(&uri).await {
+                Ok(target) => target,
+                Err(CheckError::Denied(why)) => {
+                    tracing::warn!(request = request_id, app = %app.name, "outbound HTTP denied: {why}");
+                    return Err(match why {
+                        outbound::Denied::Internal { .. } => {
+                            wasmtime_wasi_http::Error::DestinationIpProhibited
+                        }
+                        _ => wasmtime_wasi_http::Error::HttpRequestDenied,
+                    });
+                }
+                Err(CheckError::Dns(why)) => {
+                    tracing::info!(request = request_id, app = %app.name, "outbound HTTP: {why}");
+                    return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+                }
+            };
+            let response = outbound::send(request, options, target).await?;
+            let io: Box<dyn Future<Output = _> + Send> = Box::new(async { Ok(()) });
+            Ok((response, io))
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, each test starting the real `cyclone`
 //! on port 0 and talking to it with real clients.
 
+mod limits;
 mod serve;
 mod tour;

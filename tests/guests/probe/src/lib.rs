@@ -1,6 +1,8 @@
 //! A test guest exercising the host: `/echo`, `/sleep?ms=N`, `/log`, `/panic`,
 //! `/internal` (an `HttpError` with a detail meant only for the log) and
-//! `/variable?name=N` (an app variable's value).
+//! `/variable?name=N` (an app variable's value) and `/fetch?url=U[&host=H]`
+//! (an outbound GET, optionally with a `Host` header; answers `STATUS BODY`
+//! or `error: WHY`).
 
 use cyclone_sdk::{HttpError, Request, Response};
 
@@ -32,6 +34,35 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
         }
         "/panic" => panic!("the probe was asked to panic"),
         "/internal" => Err(HttpError::internal("the database password is hunter2")),
+        "/fetch" => {
+            let arg = |name: &str| {
+                req.query()
+                    .unwrap_or("")
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            let url = arg("url").ok_or_else(|| HttpError::bad_request("expected ?url="))?;
+            let mut request = http::Request::get(url.as_str());
+            if let Some(host) = arg("host") {
+                request = request.header("host", host);
+            }
+            let request = request
+                .body(Vec::new())
+                .map_err(|e| HttpError::bad_request(e.to_string()))?;
+            Ok(Response::text(
+                match cyclone_sdk::client::fetch(request).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        match response.text().await {
+                            Ok(body) => format!("{status} {body}"),
+                            Err(e) => format!("error: {e}"),
+                        }
+                    }
+                    Err(e) => format!("error: {e}"),
+                },
+            ))
+        }
         "/variable" => {
             let name = req
                 .query()

@@ -1,0 +1,440 @@
+//! Outbound HTTP from guests: the app's allow-list, checked on the URL and
+//! again on every address its host name resolves to, and the connection
+//! itself (TCP, TLS for `https`, HTTP/1.1).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::Uri;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+/// Connect and first-byte timeouts when the guest sets none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An app's `allowed_outbound_hosts`: `scheme://host[:port]` patterns.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// `None` for `*://`.
+    scheme: Option<String>,
+    host: HostMatch,
+    /// `None` for `:*`.
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    /// `*`: any host, but never an internal address.
+    Any,
+    /// `*.example.com`: any subdomain (stored as `.example.com`).
+    Subdomain(String),
+    /// `example.com` or `localhost`, lowercase.
+    Name(String),
+    /// An IP literal.
+    Ip(IpAddr),
+}
+
+/// Why an outbound request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No entry matches the URL's scheme, host and port.
+    #[error("{0} is not in the app's allowed_outbound_hosts")]
+    NotListed(String),
+    /// The host is or resolves to a loopback, private or link-local address
+    /// that no entry names literally.
+    #[error(
+        "{host} is the internal address {ip}, which allowed_outbound_hosts does not name explicitly"
+    )]
+    Internal {
+        /// The host as the guest wrote it.
+        host: String,
+        /// The address it is or resolved to.
+        ip: IpAddr,
+    },
+    /// The URL has no host, or a scheme other than http and https.
+    #[error("unsupported URL {0}")]
+    BadUrl(String),
+}
+
+impl AllowedHosts {
+    /// Parses the manifest list; the error names the bad entry.
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        let entries = list
+            .iter()
+            .map(|text| Entry::parse(text).map_err(|why| format!("`{text}`: {why}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { entries })
+    }
+
+    /// The entries matching a URL's scheme, host and port.
+    fn matching<'a>(
+        &'a self,
+        scheme: &'a str,
+        host: &'a str,
+        port: u16,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries.iter().filter(move |e| {
+            e.scheme.as_deref().is_none_or(|s| s == scheme)
+                && e.port.is_none_or(|p| p == port)
+                && e.host.matches(host)
+        })
+    }
+
+    /// Checks `uri` and resolves its host; the address to connect to, or why not.
+    pub async fn check(&self, uri: &Uri) -> Result<Target, CheckError> {
+        let bad = || CheckError::Denied(Denied::BadUrl(uri.to_string()));
+        let scheme = uri.scheme_str().ok_or_else(bad)?.to_ascii_lowercase();
+        let tls = match scheme.as_str() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad()),
+        };
+        let host = uri.host().ok_or_else(bad)?.to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let entries: Vec<&Entry> = self.matching(&scheme, &host, port).collect();
+        if entries.is_empty() {
+            return Err(CheckError::Denied(Denied::NotListed(format!(
+                "{scheme}://{host}:{port}"
+            ))));
+        }
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| CheckError::Dns(format!("{host}: {e}")))?
+                .collect(),
+        };
+        let explicit = |ip: IpAddr| entries.iter().any(|e| e.host.names(&host, ip));
+        let mut refused = None;
+        for addr in addrs {
+            if is_internal(addr.ip()) && !explicit(addr.ip()) {
+                refused.get_or_insert(addr.ip());
+                continue;
+            }
+            return Ok(Target { addr, host, tls });
+        }
+        Err(match refused {
+            Some(ip) => CheckError::Denied(Denied::Internal { host, ip }),
+            None => CheckError::Dns(format!("{host}: no addresses")),
+        })
+    }
+}
+
+/// Why [`AllowedHosts::check`] gave no address.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The policy refuses the request.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The host name did not resolve.
+    #[error("DNS lookup failed: {0}")]
+    Dns(String),
+}
+
+impl Entry {
+    fn parse(text: &str) -> Result<Self, &'static str> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or("expected scheme://host[:port]")?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "*" => None,
+            s @ ("http" | "https") => Some(s.to_owned()),
+            _ => return Err("the scheme must be http, https or *"),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err("no path: the entry is scheme://host[:port]");
+        }
+        let (host, port) = split_port(rest)?;
+        let port = match port {
+            None => Some(match scheme.as_deref() {
+                Some("https") => 443,
+                Some("http") => 80,
+                _ => return Err("`*://` needs a port (or `:*`)"),
+            }),
+            Some("*") => None,
+            Some(port) => Some(port.parse().map_err(|_| "the port is not a number")?),
+        };
+        let host = host.to_ascii_lowercase();
+        let host = if host == "*" {
+            HostMatch::Any
+        } else if let Some(domain) = host.strip_prefix("*.") {
+            HostMatch::Subdomain(format!(".{domain}"))
+        } else if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+            HostMatch::Ip(ip)
+        } else if host.is_empty() || host.contains('*') {
+            return Err("the host is a name, an IP, `*` or `*.domain`");
+        } else {
+            HostMatch::Name(host)
+        };
+        Ok(Self { scheme, host, port })
+    }
+}
+
+/// Splits `host:port` (IPv6 in brackets); the port is optional.
+fn split_port(text: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').ok_or("unclosed `[` in the host")?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((ip, Some(port))),
+            None if after.is_empty() => Ok((ip, None)),
+            None => Err("unexpected text after `]`"),
+        };
+    }
+    Ok(match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    })
+}
+
+impl HostMatch {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Subdomain(suffix) => host.ends_with(suffix.as_str()),
+            HostMatch::Name(name) => name == host,
+            HostMatch::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
+        }
+    }
+
+    /// Whether this entry names `host` (which reached `ip`) literally, so it
+    /// may reach an internal address.
+    fn names(&self, host: &str, ip: IpAddr) -> bool {
+        match self {
+            HostMatch::Ip(listed) => *listed == ip,
+            HostMatch::Name(name) => name == host,
+            HostMatch::Any | HostMatch::Subdomain(_) => false,
+        }
+    }
+}
+
+/// Loopback, private, link-local, shared, unspecified and similar addresses:
+/// the host's own network, which a wildcard entry must not reach.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // shared address space
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Where a checked request connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    addr: SocketAddr,
+    host: String,
+    tls: bool,
+}
+
+/// Sends `request` to `target` over a new HTTP/1.1 connection.
+pub async fn send(
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    target: Target,
+) -> Result<http::Response<WasiBody>, Error> {
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(target.addr))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+            _ => Error::Connect(e),
+        })?;
+    // The wire carries only the path: the authority is in the Host header.
+    *request.uri_mut() = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+    let handshake = async {
+        if target.tls {
+            let name = ServerName::try_from(target.host.clone())
+                .map_err(|_| Error::TlsCertificateError)?;
+            let tls = tls_connector()
+                .connect(name, tcp)
+                .await
+                .map_err(Error::Tls)?;
+            handshake(TokioIo::new(tls)).await
+        } else {
+            handshake(TokioIo::new(tcp)).await
+        }
+    };
+    let mut sender = tokio::time::timeout(connect_timeout, handshake)
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)?
+        .map_err(Error::from)?;
+    Ok(response.map(|body| body.map_err(Error::from).boxed_unsync()))
+}
+
+/// An HTTP/1.1 handshake over `io`; the connection is driven by its own task.
+async fn handshake<I>(io: I) -> Result<hyper::client::conn::http1::SendRequest<WasiBody>, Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(Error::from)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("outbound connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// TLS with the Mozilla root certificates, built once.
+fn tls_connector() -> TlsConnector {
+    static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let config = ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            TlsConnector::from(Arc::new(config))
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(list: &[&str]) -> AllowedHosts {
+        AllowedHosts::parse(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    async fn check(list: &[&str], url: &str) -> Result<SocketAddr, String> {
+        allowed(list)
+            .check(&url.parse().unwrap())
+            .await
+            .map(|t| t.addr)
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn nothing_is_allowed_by_default() {
+        let err = check(&[], "http://93.184.215.14/").await.unwrap_err();
+        assert_eq!(
+            err,
+            "http://93.184.215.14:80 is not in the app's allowed_outbound_hosts"
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_match_scheme_host_and_port() {
+        let list = ["https://93.184.215.14", "http://*:8080"];
+        assert!(check(&list, "https://93.184.215.14/x").await.is_ok());
+        assert!(
+            check(&list, "http://93.184.215.14/x").await.is_err(),
+            "scheme"
+        );
+        assert!(
+            check(&list, "https://93.184.215.14:8443/").await.is_err(),
+            "port"
+        );
+        assert!(
+            check(&list, "http://8.8.8.8:8080/").await.is_ok(),
+            "wildcard host"
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_need_a_literal_entry() {
+        // A wildcard never reaches the host's own network...
+        let wildcard = ["http://*:*"];
+        for url in [
+            "http://127.0.0.1:9000/",
+            "http://10.1.2.3/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]:9000/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://0.0.0.0/",
+        ] {
+            let err = check(&wildcard, url).await.unwrap_err();
+            assert!(err.contains("internal address"), "{url}: {err}");
+        }
+        // ...also when a name resolves there.
+        let err = check(&wildcard, "http://localhost:9000/")
+            .await
+            .unwrap_err();
+        assert!(err.contains("localhost is the internal address"), "{err}");
+        // An entry naming the address or the name literally reaches it.
+        assert!(
+            check(&["http://127.0.0.1:9000"], "http://127.0.0.1:9000/")
+                .await
+                .is_ok()
+        );
+        assert!(
+            check(&["http://localhost:*"], "http://localhost:9000/")
+                .await
+                .is_ok()
+        );
+        assert!(
+            check(&["http://127.0.0.1:*"], "http://localhost:9000/")
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_rejected_with_a_reason() {
+        for (entry, why) in [
+            ("example.com", "expected scheme://host[:port]"),
+            ("ftp://example.com", "the scheme must be"),
+            ("http://example.com/path", "no path"),
+            ("http://example.com:http", "not a number"),
+            ("*://example.com", "needs a port"),
+            ("http://ex*ample.com", "the host is"),
+        ] {
+            let err = AllowedHosts::parse(&[entry.to_owned()]).unwrap_err();
+            assert!(err.contains(why), "{entry}: {err}");
+        }
+        assert!(
+            AllowedHosts::parse(&[
+                "http://[::1]:80".to_owned(),
+                "https://*.example.com".to_owned()
+            ])
+            .is_ok()
+        );
+    }
+}
