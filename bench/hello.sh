@@ -14,53 +14,15 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
-WASMTIME_VERSION=48.0.8
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cache="$root/bench/.cache"
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-
-# wasmtime records a backtrace on every store drop when RUST_BACKTRACE is set;
-# no server here runs with it.
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
-
-if ! command -v wrk >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
-    else
-        echo "bench: wrk is missing (apt-get install wrk)" >&2
-        exit 1
-    fi
-fi
-wasmtime="$cache/bin/wasmtime"
-if ! "$wasmtime" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
-    echo "bench: installing wasmtime-cli $WASMTIME_VERSION into $cache (several minutes)" >&2
-    cargo install --quiet --locked wasmtime-cli --version "$WASMTIME_VERSION" --root "$cache"
-fi
+source "$(dirname "$0")/lib.sh"
+need_apt wrk wrk
+need_wasmtime
 
 cd "$root"
 cargo build --quiet --release -p cyclone-host -p hyper-hello
 cargo build --quiet --release --target wasm32-wasip2 -p hello
 hello="$root/target/wasm32-wasip2/release/hello.wasm"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 1 600); do
-        if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
-        sleep 0.1
-    done
-    echo "bench: server on port $1 did not start" >&2
-    return 1
-}
-
-# CPU time (user + system, in clock ticks) the process has used so far.
-cpu_ticks() {
-    awk '{print $14 + $15}' "/proc/$1/stat"
-}
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 # Each branch execs, so $! is the server itself and `kill` stops it.
@@ -78,7 +40,7 @@ start() {
                 -O pooling-pagemap-scan=y "$hello" ;;
     esac >"$work/$1.log" 2>&1 &
     server_pid=$!
-    wait_port "$port"
+    wait_url "http://127.0.0.1:$port/"
 }
 
 servers=(hyper cyclone wasmtime-serve wasmtime-serve-tuned)
@@ -123,21 +85,8 @@ for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned"]:
 PY
 )
 
-header="Hello world, fresh instance per request: \`bench/hello.sh\` on $(date -u +%F), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), commit $(git rev-parse --short HEAD 2>/dev/null || echo none).
+header="Hello world, fresh instance per request: $(machine_line bench/hello.sh).
 Server CPU per request = the server process's user + system time during the measured run / requests answered.
 wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION with \`-Scli\` (the component imports wasi:cli, as Rust std components do); tuned adds \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
-
-results="$root/bench/RESULTS.md"
-[ -f "$results" ] || printf '# Benchmark results\n\nEach section is written by the script it names; rerun the script to refresh it.\n' >"$results"
-python3 - "$results" "$header" "$table" <<'PY'
-import sys, re
-path, header, table = sys.argv[1:4]
-text = open(path).read()
-section = f"<!-- hello:start -->\n## Hello world\n\n{header}\n\n{table}\n<!-- hello:end -->"
-if "<!-- hello:start -->" in text:
-    text = re.sub(r"<!-- hello:start -->.*?<!-- hello:end -->", lambda m: section, text, flags=re.S)
-else:
-    text = text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+write_section hello "Hello world" "$header" "$table"
 echo "$table"

@@ -19,7 +19,7 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use wasmtime::component::Component;
-use wasmtime::{Engine, PoolConcurrencyLimitError, Store, StoreLimits};
+use wasmtime::{Engine, Store, StoreLimits};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -165,7 +165,12 @@ impl Dispatcher {
         // streaming the body), so the task logs its own failure.
         let guest = tokio::spawn(async move {
             let call = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                // A component that linked at start-up fails to instantiate only
+                // for want of resources (pool slots, memory mappings).
+                let proxy = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| wasmtime::Error::new(NoInstance(format!("{e:#}"))))?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
@@ -188,14 +193,13 @@ impl Dispatcher {
                     GuestFailure::CpuBudget
                 } else if e.is::<TimedOut>() {
                     GuestFailure::TimedOut
-                } else if e.is::<PoolConcurrencyLimitError>() {
-                    GuestFailure::PoolFull
+                } else if e.is::<NoInstance>() {
+                    GuestFailure::NoInstance
                 } else {
                     GuestFailure::Trapped
                 };
                 match failure {
-                    GuestFailure::PoolFull => {}
-                    GuestFailure::CpuBudget | GuestFailure::TimedOut => {
+                    GuestFailure::NoInstance | GuestFailure::CpuBudget | GuestFailure::TimedOut => {
                         tracing::warn!(request = id, app = %task_name, "guest stopped: {e}");
                     }
                     GuestFailure::Trapped => {
@@ -225,8 +229,8 @@ impl Dispatcher {
                     tracing::error!(request = id, app = %name, "500: guest returned without a response");
                     internal_error(id)
                 }
-                Ok(Err(GuestFailure::PoolFull)) => {
-                    tracing::warn!(request = id, app = %name, "503: the instance pool is exhausted");
+                Ok(Err(GuestFailure::NoInstance)) => {
+                    tracing::warn!(request = id, app = %name, "503: no instance could be created");
                     unavailable()
                 }
                 Ok(Err(GuestFailure::CpuBudget)) => {
@@ -247,6 +251,11 @@ impl Dispatcher {
     }
 }
 
+/// Instantiation failed; the cause, for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("no instance could be created: {0}")]
+struct NoInstance(String);
+
 /// The wall-clock timeout ended the guest's call.
 #[derive(Debug, thiserror::Error)]
 #[error("the request ran past its timeout of {0:?}")]
@@ -255,8 +264,9 @@ struct TimedOut(Duration);
 /// How a guest's task ended when it failed; the cause is already logged.
 #[derive(Debug, Clone, Copy)]
 enum GuestFailure {
-    /// Instantiation found no free slot in the pool (→ 503).
-    PoolFull,
+    /// No instance could be created: no free pool slot, or the kernel refused
+    /// memory mappings (→ 503).
+    NoInstance,
     /// The guest ran past its CPU budget (→ 503).
     CpuBudget,
     /// The guest ran past the wall-clock timeout (→ 504).

@@ -64,6 +64,9 @@ pub enum StartError {
     /// The engine could not be created.
     #[error("cannot create the wasm engine: {0}")]
     Engine(String),
+    /// The machine cannot hold as many instances as the manifest asks for.
+    #[error("{0}")]
+    Capacity(String),
 }
 
 /// A host ready to serve a manifest: engine built, components compiled and linked.
@@ -76,6 +79,7 @@ impl Host {
     /// Builds the engine and loads every app of `manifest`, using the compile
     /// cache in `cache_dir` (none when `None`).
     pub fn new(manifest: Manifest, cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
+        limits::check_map_count(manifest.server.max_instances).map_err(StartError::Capacity)?;
         let engine = engine::new_engine(&manifest.server, manifest.max_memory_bytes())
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
         limits::start_epoch_ticker(&engine);

@@ -116,6 +116,42 @@ pub fn store_limits(app: &AppConfig) -> StoreLimits {
         .build()
 }
 
+/// Memory mappings one live instance needs: its linear memory (the image and
+/// the rest of the accessible part), its tables and its fiber stack with a
+/// guard page. Measured with 10,000 suspended instances of a Rust component:
+/// 60,291 mappings in all.
+pub const MAPS_PER_INSTANCE: u64 = 6;
+/// Mappings left for everything else the process maps (heap, code, threads).
+pub const MAPS_RESERVED: u64 = 2_000;
+
+/// Checks, on Linux, that `vm.max_map_count` leaves room for `max_instances`
+/// live instances. When the kernel runs out of mappings, even the host's own
+/// allocations fail and the process aborts, so too many instances must be
+/// refused at start-up, not discovered under load.
+pub fn check_map_count(max_instances: u32) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
+        return Ok(());
+    };
+    let Ok(available) = text.trim().parse::<u64>() else {
+        return Ok(());
+    };
+    map_budget(max_instances, available)
+}
+
+fn map_budget(max_instances: u32, available: u64) -> Result<(), String> {
+    let needed = u64::from(max_instances) * MAPS_PER_INSTANCE + MAPS_RESERVED;
+    if needed <= available {
+        return Ok(());
+    }
+    let fits = available.saturating_sub(MAPS_RESERVED) / MAPS_PER_INSTANCE;
+    Err(format!(
+        "server.max_instances = {max_instances} needs about {needed} memory mappings, but \
+         vm.max_map_count is {available} (enough for {fits} instances): lower max_instances \
+         or raise the limit, e.g. `sysctl -w vm.max_map_count={}`",
+        needed.next_power_of_two()
+    ))
+}
+
 /// Starts the process's one epoch ticker; it stops when the engine is dropped.
 pub fn start_epoch_ticker(engine: &wasmtime::Engine) {
     let engine = engine.weak();
@@ -269,6 +305,16 @@ mod tests {
             queue_timeout_ms: timeout_ms,
             ..ServerConfig::default()
         })
+    }
+
+    #[test]
+    fn the_map_budget_covers_every_instance() {
+        assert!(map_budget(1000, 65_530).is_ok());
+        assert!(map_budget(10_000, 65_530).is_ok());
+        let err = map_budget(20_000, 65_530).unwrap_err();
+        assert!(err.contains("needs about 122000 memory mappings"), "{err}");
+        assert!(err.contains("enough for 10588 instances"), "{err}");
+        assert!(err.contains("sysctl -w vm.max_map_count=131072"), "{err}");
     }
 
     #[test]

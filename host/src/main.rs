@@ -81,6 +81,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every connection is a file descriptor: take the hard open-file limit as
+/// the soft one, so the soft default (often 1024) does not cap connections.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a
+    // live rlimit.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(open_files = limit.rlim_cur, "raised the open-file limit");
+    } else {
+        tracing::warn!(
+            "could not raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn serve(
     path: &Path,
     listen: Option<SocketAddr>,
@@ -91,6 +116,7 @@ fn serve(
     } else {
         Manifest::load(path)?
     };
+    raise_open_file_limit();
     let host = Host::new(manifest, cache_dir)?;
     let listeners = host.bind(listen).context("binding the listening socket")?;
     let addr = listeners[0]

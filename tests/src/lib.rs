@@ -200,6 +200,31 @@ impl Cyclone {
         stream
     }
 
+    /// Sends `request` as raw bytes on a new connection and returns everything
+    /// the server answers. The answer is read while the request is still being
+    /// written, so a server that answers early and closes (413, 431) is heard
+    /// even though the rest of the write fails.
+    pub fn exchange_raw(&self, request: &[u8]) -> String {
+        use std::io::{Read, Write};
+        let mut stream = self.connect();
+        let mut reader = stream.try_clone().expect("cloning the connection");
+        let answer = std::thread::spawn(move || {
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&answer).into_owned()
+        });
+        // The server may stop reading; the rest of the write then fails.
+        let _ = stream.write_all(request);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        answer.join().expect("the reading thread")
+    }
+
     /// GET `path`.
     pub fn get(&self, path: &str) -> Reply {
         read(self.agent.get(self.url(path)).call(), path)

@@ -1,0 +1,74 @@
+# Shared by the bench scripts: sourced, not run. Sets $root, $cache, $work
+# (removed on exit, with any server still running), $wasmtime; unsets
+# RUST_BACKTRACE (wasmtime records a backtrace on every store drop when it is
+# set).
+
+WASMTIME_VERSION=48.0.8
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache="$root/bench/.cache"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
+# need_apt PROGRAM PACKAGE: installs PACKAGE with apt-get when PROGRAM is missing.
+need_apt() {
+    command -v "$1" >/dev/null && return 0
+    if [ "$(id -u)" = 0 ]; then
+        apt-get install -y "$2" >/dev/null || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+    else
+        echo "bench: $1 is missing (apt-get install $2)" >&2
+        exit 1
+    fi
+}
+
+# need_wasmtime: wasmtime-cli $WASMTIME_VERSION in $cache (built from crates.io once).
+need_wasmtime() {
+    wasmtime="$cache/bin/wasmtime"
+    if ! "$wasmtime" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
+        echo "bench: installing wasmtime-cli $WASMTIME_VERSION into $cache (several minutes)" >&2
+        cargo install --quiet --locked wasmtime-cli --version "$WASMTIME_VERSION" --root "$cache"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_url URL: waits up to 60 s for URL to answer at all.
+wait_url() {
+    for _ in $(seq 1 600); do
+        if curl -s -o /dev/null "$1"; then return 0; fi
+        sleep 0.1
+    done
+    echo "bench: $1 did not answer" >&2
+    return 1
+}
+
+# CPU time (user + system, in clock ticks) process $1 has used so far.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# machine_line SCRIPT: what ran where, for a section header.
+machine_line() {
+    echo "\`$1\` on $(date -u +%F), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo none)"
+}
+
+# write_section NAME TITLE HEADER TABLE: replaces the NAME section of
+# bench/RESULTS.md (between <!-- NAME:start --> and <!-- NAME:end -->).
+write_section() {
+    local results="$root/bench/RESULTS.md"
+    [ -f "$results" ] || printf '# Benchmark results\n\nEach section is written by the script it names; rerun the script to refresh it.\n' >"$results"
+    python3 - "$results" "$1" "$2" "$3" "$4" <<'PY'
+import sys, re
+path, name, title, header, table = sys.argv[1:6]
+text = open(path).read()
+start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+section = f"{start}\n## {title}\n\n{header}\n\n{table}\n{end}"
+if start in text:
+    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda m: section, text, flags=re.S)
+else:
+    text = text.rstrip("\n") + "\n\n" + section + "\n"
+open(path, "w").write(text)
+PY
+}

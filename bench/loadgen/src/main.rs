@@ -1,0 +1,136 @@
+//! `loadgen --url URL --requests N`: opens N connections at once, sends one
+//! GET on each, and waits for every answer. Prints one line of `key=value`
+//! pairs: successes (2xx), other statuses, connection errors, wall time,
+//! requests per second and latency percentiles.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Concurrent one-request connections against one URL.
+#[derive(Parser)]
+struct Args {
+    /// `http://HOST:PORT/path`.
+    #[arg(long)]
+    url: String,
+    /// Requests (and connections) at once.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// Give up on a request after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+}
+
+enum Outcome {
+    Status(u16, Duration),
+    Error(String),
+}
+
+async fn one(url: hyper::Uri, timeout: Duration) -> Outcome {
+    let started = Instant::now();
+    let attempt = async {
+        let host = url.host().ok_or("no host")?;
+        let port = url.port_u16().unwrap_or(80);
+        let stream = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("connect: {}", e.kind()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+            .header("host", format!("{host}:{port}"))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status().as_u16();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        Ok::<_, String>(status)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(status)) => Outcome::Status(status, started.elapsed()),
+        Ok(Err(e)) => Outcome::Error(e),
+        Err(_) => Outcome::Error("timeout".into()),
+    }
+}
+
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    raise_open_file_limit();
+    let url: hyper::Uri = args.url.parse().expect("a valid URL");
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.requests)
+        .map(|_| tokio::spawn(one(url.clone(), timeout)))
+        .collect();
+    let mut ok = 0usize;
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    let mut latencies = Vec::with_capacity(args.requests);
+    for task in tasks {
+        match task.await.expect("request task") {
+            Outcome::Status(status, latency) => {
+                if (200..300).contains(&status) {
+                    ok += 1;
+                    latencies.push(latency);
+                } else {
+                    *statuses.entry(status).or_default() += 1;
+                }
+            }
+            // Kinds are printed space-free, so the line splits on whitespace.
+            Outcome::Error(e) => *errors.entry(e.replace(' ', "_")).or_default() += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let others: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    let failures: Vec<String> = errors.iter().map(|(e, n)| format!("{e}:{n}")).collect();
+    println!(
+        "requests={} ok={ok} other_status={} errors={} elapsed_s={:.2} rps={:.0} p50_ms={:.0} p99_ms={:.0} max_ms={:.0} other=[{}] error_kinds=[{}]",
+        args.requests,
+        statuses.values().sum::<usize>(),
+        errors.values().sum::<usize>(),
+        elapsed.as_secs_f64(),
+        args.requests as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        others.join(","),
+        failures.join(","),
+    );
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Suspended requests: N concurrent `GET /sleep?ms=MS`, each on its own
+# connection, against cyclone (examples/limits), `wasmtime serve` (defaults,
+# and with its pool sized for N) and Tornado (`await asyncio.sleep`), one
+# after another in the same run. Counts successes and errors, requests/s and
+# the server's peak RSS. Writes the table to bench/RESULTS.md (between the
+# "sleep" markers) and prints it.
+#
+# Usage: bench/sleep.sh            (env: REQUESTS=10000 SLEEP_MS=2000)
+# Needs python3 (Tornado is installed with pip when missing) and wasmtime-cli
+# 48 (installed into bench/.cache when missing). Past ~10,000 instances
+# cyclone needs a larger vm.max_map_count (it says so at start-up).
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-10000}
+SLEEP_MS=${SLEEP_MS:-2000}
+
+source "$(dirname "$0")/lib.sh"
+need_wasmtime
+python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornado
+
+cd "$root"
+cargo build --quiet --release -p cyclone-host -p loadgen
+cargo build --quiet --release --target wasm32-wasip2 -p limits
+component="$root/target/wasm32-wasip2/release/limits.wasm"
+pool=$((REQUESTS + 100))
+cat >"$work/cyclone.toml" <<TOML
+[server]
+max_instances = $pool
+max_queued = $pool
+
+[apps.limits]
+component = "$component"
+routes = ["/..."]
+timeout_ms = $((SLEEP_MS * 10))
+max_memory_mb = 16
+TOML
+
+# start NAME PORT: runs the server in the background, sets $server_pid.
+start() {
+    local port=$2
+    case $1 in
+        cyclone) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/cyclone.toml" ;;
+        wasmtime-serve) exec "$wasmtime" serve -Scli --addr "127.0.0.1:$port" "$component" ;;
+        wasmtime-serve-sized)
+            exec "$wasmtime" serve -Scli --addr "127.0.0.1:$port" \
+                -O pooling-total-component-instances=$pool \
+                -O pooling-total-core-instances=$((pool * 8)) \
+                -O pooling-total-memories=$((pool * 2)) \
+                -O pooling-total-tables=$((pool * 4)) \
+                -O pooling-total-stacks=$pool \
+                -O pooling-max-memory-size=16777216 "$component" ;;
+        tornado) exec python3 "$root/bench/tornado/server.py" "$port" ;;
+    esac >"$work/$1.log" 2>&1 &
+    server_pid=$!
+    wait_url "http://127.0.0.1:$port/sleep?ms=1"
+}
+
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+
+for name in cyclone wasmtime-serve wasmtime-serve-sized tornado; do
+    port=$(free_port)
+    start "$name" "$port"
+    base=$(kib "$server_pid" VmRSS)
+    line=$("$root/target/release/loadgen" --url "http://127.0.0.1:$port/sleep?ms=$SLEEP_MS" \
+        --requests "$REQUESTS" --timeout-secs 60)
+    peak=$(kib "$server_pid" VmHWM)
+    echo "$name $base $peak $line" | tee -a "$work/results" >&2
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+done
+
+table=$(python3 - "$work/results" "$REQUESTS" <<'PY'
+import sys
+requests = int(sys.argv[2])
+print("| server | succeeded | errors | wall time | requests/s | p50 | p99 | peak RSS | RSS per request (peak − idle) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for line in open(sys.argv[1]):
+    name, base, peak, rest = line.split(maxsplit=3)
+    f = dict(kv.split("=", 1) for kv in rest.split() if "=" in kv)
+    failed = int(f["other_status"]) + int(f["errors"])
+    kinds = ", ".join(x for x in (f["other"].strip("[]"), f["error_kinds"].strip("[]")) if x)
+    per = (int(peak) - int(base)) / requests
+    print(f"| {name} | {int(f['ok']):,} | {failed:,}{' (' + kinds + ')' if kinds else ''} | {float(f['elapsed_s']):.2f} s "
+          f"| {float(f['rps']):,.0f} | {f['p50_ms']} ms | {f['p99_ms']} ms | {int(peak)/1024:,.0f} MiB | {per:,.1f} KiB |")
+PY
+)
+header="$REQUESTS concurrent \`GET /sleep?ms=$SLEEP_MS\`, one connection each: $(machine_line bench/sleep.sh).
+Client: \`bench/loadgen\` (tokio + hyper) on the same machine, all requests started at once, 60 s timeout. Peak RSS is the server's VmHWM; RSS per request divides its growth over the idle server by $REQUESTS (for a server that did not hold all $REQUESTS at once, this understates its cost per request). In cyclone's figure, about 60 KiB per instance are the component's read-only image pages, shared between instances but counted by the kernel once per mapping. cyclone and \`wasmtime serve\` run \`examples/limits\` (a cyclone-sdk component); \`wasmtime serve\` with \`-Scli\`, and \"sized\" adds pooling flags for $((REQUESTS + 100)) instances with 16 MiB memories, as cyclone's manifest asks for. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, \`await asyncio.sleep\`. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
+write_section sleep "Suspended requests" "$header" "$table"
+echo "$table"
