@@ -118,11 +118,7 @@ trait Endpoint {
 
 impl<H: Handler> Endpoint for H {
     fn allowed(&self) -> Vec<Method> {
-        let mut methods = self.allowed_methods().to_vec();
-        if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
-            methods.push(Method::HEAD);
-        }
-        methods
+        with_head(self.allowed_methods().to_vec())
     }
 
     fn respond<'a>(&'a mut self, req: &'a mut Request) -> LocalFuture<'a, Outcome> {
@@ -152,6 +148,14 @@ impl<H: Handler> Endpoint for H {
     }
 }
 
+/// `methods`, plus `HEAD` when `GET` is there (`HEAD` is served from `GET`).
+fn with_head(mut methods: Vec<Method>) -> Vec<Method> {
+    if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+        methods.push(Method::HEAD);
+    }
+    methods
+}
+
 type Function = Box<dyn for<'a> FnOnce(&'a mut Request) -> LocalFuture<'a, Outcome>>;
 
 /// Plain async functions for one pattern, by verb.
@@ -160,11 +164,7 @@ struct Functions(Vec<(Method, Function)>);
 
 impl Endpoint for Functions {
     fn allowed(&self) -> Vec<Method> {
-        let mut methods: Vec<Method> = self.0.iter().map(|(m, _)| m.clone()).collect();
-        if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
-            methods.push(Method::HEAD);
-        }
-        methods
+        with_head(self.0.iter().map(|(m, _)| m.clone()).collect())
     }
 
     fn respond<'a>(&'a mut self, req: &'a mut Request) -> LocalFuture<'a, Outcome> {

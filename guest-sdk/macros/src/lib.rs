@@ -8,13 +8,8 @@ use syn::{ItemFn, parse_macro_input};
 /// `wasi:http/incoming-handler`. See `cyclone_sdk::handler` for the guide.
 #[proc_macro_attribute]
 pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "#[cyclone_sdk::handler] takes no arguments",
-        )
-        .to_compile_error()
-        .into();
+    if let Some(error) = refuse_arguments(&attr, "handler") {
+        return error;
     }
     let function = parse_macro_input!(item as ItemFn);
     if function.sig.asyncness.is_none() {
@@ -49,6 +44,18 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     .into()
 }
 
+/// A compile error when an attribute that takes no arguments got some.
+fn refuse_arguments(attr: &TokenStream, name: &str) -> Option<TokenStream> {
+    (!attr.is_empty()).then(|| {
+        syn::Error::new(
+            proc_macro2::Span::call_site(),
+            format!("#[cyclone_sdk::{name}] takes no arguments"),
+        )
+        .to_compile_error()
+        .into()
+    })
+}
+
 /// The verbs a `Handler` may implement, as `(method name, http::Method constant)`.
 const VERBS: &[(&str, &str)] = &[
     ("get", "GET"),
@@ -65,13 +72,8 @@ const VERBS: &[(&str, &str)] = &[
 /// with 405 and a correct `Allow` header.
 #[proc_macro_attribute]
 pub fn handler_impl(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "#[cyclone_sdk::handler_impl] takes no arguments",
-        )
-        .to_compile_error()
-        .into();
+    if let Some(error) = refuse_arguments(&attr, "handler_impl") {
+        return error;
     }
     let mut block = parse_macro_input!(item as syn::ItemImpl);
     let defined: Vec<String> = block
