@@ -29,7 +29,10 @@ use wasmtime::{CallHook, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use crate::config::{AppConfig, ServerConfig};
 
 /// How often the epoch advances: how long a guest runs before it yields.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// A quick request that shares a worker with a busy one waits a few ticks
+/// (`bench/spin.sh`: /hello p99 ~6 ms at 2 ms, ~33 ms at 10 ms); a guest that
+/// finishes within a tick never yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Seconds a refused client is told to wait, in `Retry-After`.
 pub const RETRY_AFTER_SECS: u64 = 1;
