@@ -174,6 +174,15 @@ pub struct AppConfig {
     /// literally (`localhost` or the IP), whatever a name resolves to.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// Host folders the guest may read, by the path it sees them at:
+    /// `files = { "/static" = "public" }` (host folders relative to the
+    /// manifest's folder). Read-only. Default: none, the guest sees no files.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
+    /// Environment variables the guest sees (`std::env::var`). Default: none;
+    /// the host's own environment is never passed through.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
     /// Instances of this app alive at once (default: `server.max_instances`).
     /// Requests past it wait in the queue, then get 503.
     pub max_instances: Option<u32>,
@@ -236,6 +245,8 @@ impl AppConfig {
             routes,
             variables: BTreeMap::new(),
             allowed_outbound_hosts: Vec::new(),
+            files: BTreeMap::new(),
+            environment: BTreeMap::new(),
             max_instances: None,
             cpu_budget_ms: defaults::cpu_budget_ms(),
             timeout_ms: defaults::timeout_ms(),
@@ -347,6 +358,20 @@ impl Manifest {
             }
             app.component = base.join(&app.component);
             app.resolve_variables(name, env)?;
+            for (guest, host) in &mut app.files {
+                if !guest.starts_with('/') {
+                    return Err(invalid(format!(
+                        "app `{name}`: files: the guest path `{guest}` must start with `/`"
+                    )));
+                }
+                *host = base.join(&*host);
+                if !host.is_dir() {
+                    return Err(invalid(format!(
+                        "app `{name}`: files: `{guest}` = {} is not a folder",
+                        host.display()
+                    )));
+                }
+            }
             crate::capabilities::AllowedHosts::parse(&app.allowed_outbound_hosts)
                 .map_err(|e| invalid(format!("app `{name}`: allowed_outbound_hosts: {e}")))?;
             if app.max_instances == Some(0) || app.cpu_budget_ms == 0 || app.max_memory_mb == 0 {
@@ -483,6 +508,23 @@ mod tests {
         assert!(err.to_string().contains("variable `Bad-Name`"), "{err}");
         let unknown = "[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n[apps.a.variables]\nx = { envv = \"X\" }\n";
         assert!(Manifest::parse_with_env(unknown, Path::new("."), &|_| None).is_err());
+    }
+
+    #[test]
+    fn granted_folders_need_an_absolute_guest_path_and_an_existing_folder() {
+        let here = std::env::current_dir().unwrap();
+        let app = |files: &str| {
+            format!("[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\nfiles = {{ {files} }}\n")
+        };
+        let m = Manifest::parse(&app("\"/src\" = \"src\""), &here).unwrap();
+        assert_eq!(m.apps["a"].files["/src"], here.join("src"));
+        let relative = Manifest::parse(&app("\"src\" = \"src\""), &here).unwrap_err();
+        assert!(
+            relative.to_string().contains("must start with `/`"),
+            "{relative}"
+        );
+        let missing = Manifest::parse(&app("\"/x\" = \"no-such-folder\""), &here).unwrap_err();
+        assert!(missing.to_string().contains("is not a folder"), "{missing}");
     }
 
     #[test]

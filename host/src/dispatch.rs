@@ -62,6 +62,16 @@ impl App {
                 name: name.into(),
                 variables: config.variable_values(),
                 allowed_hosts,
+                files: config
+                    .files
+                    .iter()
+                    .map(|(guest, host)| (host.clone(), guest.clone()))
+                    .collect(),
+                environment: config
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             }),
             pre,
             admission: Admission::for_app(config, server),
@@ -129,10 +139,14 @@ impl Dispatcher {
             }
         };
 
-        let mut store = Store::new(
-            app.pre.engine(),
-            HostState::new(&app.caps, id, app.store_limits.clone(), app.cpu_budget),
-        );
+        let state = match HostState::new(&app.caps, id, app.store_limits.clone(), app.cpu_budget) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(request = id, app = %name, "500: cannot prepare the guest's capabilities: {e:#}");
+                return Ok(internal_error(id));
+            }
+        };
+        let mut store = Store::new(app.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.on_epoch());

@@ -2,8 +2,8 @@
 //! exposes WASI and cyclone's own interfaces to components.
 //!
 //! Guests see `wasi:http/proxy` (HTTP types, clocks, random, stdio) and the
-//! rest of WASI 0.2 with nothing granted: no preopened folders, no environment
-//! variables, no sockets. Outbound HTTP reaches what the app's
+//! rest of WASI 0.2 with only what the manifest grants: the folders in
+//! `files` (read-only) and the variables in `environment`; never sockets. Outbound HTTP reaches what the app's
 //! `allowed_outbound_hosts` lists (see [`outbound`]). From `cyclone:platform`
 //! they see their app's manifest variables. Imports nobody
 //! provides trap when called, so a component links as long as it never calls
@@ -15,6 +15,7 @@ pub mod outbound;
 mod variables;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::types::ComponentItem;
@@ -39,6 +40,10 @@ pub struct AppCapabilities {
     pub variables: BTreeMap<String, String>,
     /// Where its outbound HTTP may go.
     pub allowed_hosts: AllowedHosts,
+    /// Host folders it may read, with the path the guest sees each at.
+    pub files: Vec<(PathBuf, String)>,
+    /// The environment variables it sees.
+    pub environment: Vec<(String, String)>,
 }
 
 /// Everything one request's store holds.
@@ -56,17 +61,24 @@ pub struct HostState {
 
 impl HostState {
     /// State for one request of `app`, with guest output tagged `request_id`.
+    ///
+    /// Fails only when a granted folder cannot be opened (it was there at
+    /// start-up).
     pub fn new(
         app: &Arc<AppCapabilities>,
         request_id: u64,
         limits: StoreLimits,
         cpu_budget: std::time::Duration,
-    ) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(GuestLog::new(app.name.clone(), request_id, "stdout"))
+    ) -> wasmtime::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestLog::new(app.name.clone(), request_id, "stdout"))
             .stderr(GuestLog::new(app.name.clone(), request_id, "stderr"))
-            .build();
-        Self {
+            .envs(&app.environment);
+        for (host, guest) in &app.files {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)?;
+        }
+        let wasi = wasi.build();
+        Ok(Self {
             wasi,
             http: WasiHttpCtx::new(),
             hooks: OutboundHttp {
@@ -77,7 +89,7 @@ impl HostState {
             app: app.clone(),
             limits,
             cpu: CpuClock::new(cpu_budget),
-        }
+        })
     }
 }
 

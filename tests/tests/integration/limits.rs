@@ -336,3 +336,38 @@ fn more_instances_than_the_kernel_can_map_are_refused_at_start_up() {
         &format!("server.max_instances = {too_many} needs about"),
     );
 }
+
+#[test]
+fn the_manifest_can_grant_a_read_only_folder_and_environment_variables() {
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("passwd"), "guest:x:1:1::/:/bin/false\n").unwrap();
+    let (_dir, path) = manifest(&format!(
+        "[apps.limits]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
+         files = {{ \"/etc\" = {:?} }}\nenvironment = {{ HOME = \"/home/guest\" }}\n",
+        components::LIMITS,
+        granted.path()
+    ));
+    let server = Cyclone::serve(&path);
+    let reply = server.get("/escape");
+    for expected in [
+        "\"file\":\"read 26 bytes\"",
+        "\"home\":\"HOME=/home/guest\"",
+        "\"socket\":\"error: ",
+        "\"environment_variables\":1",
+    ] {
+        assert!(
+            reply.body.contains(expected),
+            "{expected} in {}",
+            reply.body
+        );
+    }
+}
+
+#[test]
+fn a_granted_folder_that_does_not_exist_stops_start_up() {
+    let (_dir, path) = manifest(&format!(
+        "[apps.limits]\ncomponent = {:?}\nroutes = [\"/...\"]\nfiles = {{ \"/data\" = \"no-such-folder\" }}\n",
+        components::LIMITS,
+    ));
+    crate::serve::assert_refuses(&["serve".as_ref(), path.as_os_str()], "files: `/data` = ");
+}
