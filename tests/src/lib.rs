@@ -387,8 +387,10 @@ pub fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// A plain HTTP/1.1 server on `127.0.0.1:0` for guests to call: `GET
-/// /delay/MS` answers `waited MS ms` after MS milliseconds; any other path
-/// answers at once with the path. One thread per connection; stops on drop.
+/// /delay/MS` answers `waited MS ms` after MS milliseconds; `GET /stall/MS`
+/// sends the head and half the body, then the rest after MS milliseconds; any
+/// other path answers at once with the path. One thread per connection;
+/// stops on drop.
 pub struct Upstream {
     addr: std::net::SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -421,6 +423,16 @@ impl Upstream {
                     }
                     let head = String::from_utf8_lossy(&head);
                     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    if let Some(Ok(ms)) = path.strip_prefix("/stall/").map(str::parse::<u64>) {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhello"
+                        );
+                        let _ = stream.flush();
+                        std::thread::sleep(Duration::from_millis(ms));
+                        let _ = write!(stream, "world");
+                        return;
+                    }
                     let body = match path.strip_prefix("/delay/").map(str::parse::<u64>) {
                         Some(Ok(ms)) => {
                             std::thread::sleep(Duration::from_millis(ms));

@@ -145,6 +145,33 @@ fn a_spoofed_host_header_does_not_bypass_the_list() {
     assert_eq!(ok.body, "200 /hello");
 }
 
+#[test]
+fn an_upstream_that_stalls_mid_body_times_out_between_bytes() {
+    let upstream = Upstream::start();
+    let (_dir, path) = manifest(&format!(
+        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
+        components::PROBE,
+        upstream.port()
+    ));
+    let server = Cyclone::serve(&path);
+    let quick = server.get(&format!(
+        "/fetch?url={}&between_ms=2000",
+        upstream.url("/stall/200")
+    ));
+    assert_eq!(quick.body, "200 helloworld");
+    let started = Instant::now();
+    let stalled = server.get(&format!(
+        "/fetch?url={}&between_ms=300",
+        upstream.url("/stall/5000")
+    ));
+    assert!(stalled.body.starts_with("error: "), "{}", stalled.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 fn limits() -> Cyclone {
     let (_dir, path) = example_manifest("limits", components::LIMITS, &[]);
     Cyclone::serve(&path)

@@ -1,8 +1,9 @@
 //! A test guest exercising the host: `/echo`, `/sleep?ms=N`, `/log`, `/panic`,
 //! `/internal` (an `HttpError` with a detail meant only for the log) and
-//! `/variable?name=N` (an app variable's value) and `/fetch?url=U[&host=H]`
-//! (an outbound GET, optionally with a `Host` header; answers `STATUS BODY`
-//! or `error: WHY`).
+//! `/variable?name=N` (an app variable's value) and
+//! `/fetch?url=U[&host=H][&between_ms=N]` (an outbound GET, optionally with a
+//! `Host` header and a between-bytes timeout; answers `STATUS BODY` or
+//! `error: WHY`).
 
 use cyclone_sdk::{HttpError, Request, Response};
 
@@ -50,18 +51,20 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
             let request = request
                 .body(Vec::new())
                 .map_err(|e| HttpError::bad_request(e.to_string()))?;
-            Ok(Response::text(
-                match cyclone_sdk::client::fetch(request).await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        match response.text().await {
-                            Ok(body) => format!("{status} {body}"),
-                            Err(e) => format!("error: {e}"),
-                        }
+            let mut client = cyclone_sdk::client::Client::new();
+            if let Some(ms) = arg("between_ms").and_then(|ms| ms.parse().ok()) {
+                client = client.between_bytes_timeout(std::time::Duration::from_millis(ms));
+            }
+            Ok(Response::text(match client.fetch(request).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    match response.text().await {
+                        Ok(body) => format!("{status} {body}"),
+                        Err(e) => format!("error: {e}"),
                     }
-                    Err(e) => format!("error: {e}"),
-                },
-            ))
+                }
+                Err(e) => format!("error: {e}"),
+            }))
         }
         "/variable" => {
             let name = req
