@@ -27,10 +27,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
-use http_body_util::BodyExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
-use wasip2::http::types::ErrorCode;
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
+};
+use wstd::io::{AsyncInputStream, AsyncOutputStream, AsyncPollable};
 
 /// Why a request got no response (or its body could not be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,41 +88,37 @@ impl std::fmt::Display for FetchError {
 impl std::error::Error for FetchError {}
 
 impl FetchError {
-    fn from_wstd(url: &str, error: &anyhow::Error) -> Self {
+    fn from_code(url: &str, code: &ErrorCode) -> Self {
         let url = url.to_owned();
-        match error.downcast_ref::<ErrorCode>() {
-            Some(ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited) => {
+        match code {
+            ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => {
                 FetchError::Denied { url }
             }
-            Some(
-                ErrorCode::ConnectionTimeout
-                | ErrorCode::ConnectionReadTimeout
-                | ErrorCode::HttpResponseTimeout
-                | ErrorCode::DnsTimeout,
-            ) => FetchError::Timeout { url },
-            Some(
-                code @ (ErrorCode::DestinationNotFound
-                | ErrorCode::DestinationUnavailable
-                | ErrorCode::ConnectionRefused
-                | ErrorCode::DnsError(_)),
-            ) => FetchError::Unreachable {
+            ErrorCode::ConnectionTimeout
+            | ErrorCode::ConnectionReadTimeout
+            | ErrorCode::HttpResponseTimeout
+            | ErrorCode::DnsTimeout => FetchError::Timeout { url },
+            ErrorCode::DestinationNotFound
+            | ErrorCode::DestinationUnavailable
+            | ErrorCode::ConnectionRefused
+            | ErrorCode::DnsError(_) => FetchError::Unreachable {
                 url,
                 detail: format!("{code}"),
             },
-            Some(code) => FetchError::Other {
-                url,
-                detail: format!("{code}"),
-            },
-            None if error
-                .downcast_ref::<wasip2::http::types::HeaderError>()
-                .is_some() =>
-            {
-                FetchError::InvalidRequest(format!("{error:#}"))
+            ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid => {
+                FetchError::InvalidRequest(format!("{url}: {code}"))
             }
-            None => FetchError::Other {
+            code => FetchError::Other {
                 url,
-                detail: format!("{error:#}"),
+                detail: format!("{code}"),
             },
+        }
+    }
+
+    fn from_io(url: &str, error: &std::io::Error) -> Self {
+        FetchError::Other {
+            url: url.to_owned(),
+            detail: error.to_string(),
         }
     }
 }
@@ -127,32 +126,50 @@ impl FetchError {
 /// An HTTP client with its timeouts. [`get`] and [`fetch`] use the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
-    inner: wstd::http::Client,
+    connect_timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
+    between_bytes_timeout: Option<Duration>,
 }
 
 impl Client {
-    /// A client with the host's default timeouts (30 s to connect and to the
-    /// first byte).
+    /// A client with the host's default timeouts (30 s each).
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The same client with a limit on connecting.
     pub fn connect_timeout(mut self, limit: Duration) -> Self {
-        self.inner.set_connect_timeout(limit);
+        self.connect_timeout = Some(limit);
         self
     }
 
     /// The same client with a limit on waiting for the response head.
     pub fn first_byte_timeout(mut self, limit: Duration) -> Self {
-        self.inner.set_first_byte_timeout(limit);
+        self.first_byte_timeout = Some(limit);
         self
     }
 
     /// The same client with a limit on each wait between body chunks.
     pub fn between_bytes_timeout(mut self, limit: Duration) -> Self {
-        self.inner.set_between_bytes_timeout(limit);
+        self.between_bytes_timeout = Some(limit);
         self
+    }
+
+    fn options(&self) -> Option<RequestOptions> {
+        if self.connect_timeout.is_none()
+            && self.first_byte_timeout.is_none()
+            && self.between_bytes_timeout.is_none()
+        {
+            return None;
+        }
+        let nanos =
+            |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let options = RequestOptions::new();
+        // A host that does not support an option ignores it.
+        let _ = options.set_connect_timeout(nanos(self.connect_timeout));
+        let _ = options.set_first_byte_timeout(nanos(self.first_byte_timeout));
+        let _ = options.set_between_bytes_timeout(nanos(self.between_bytes_timeout));
+        Some(options)
     }
 
     /// Sends `request` and returns the response once its head has arrived;
@@ -162,17 +179,41 @@ impl Client {
         request: http::Request<Vec<u8>>,
     ) -> Result<ClientResponse, FetchError> {
         let url = request.uri().to_string();
-        let response = self
-            .inner
-            .send(request)
-            .await
-            .map_err(|e| FetchError::from_wstd(&url, &e))?;
-        let (parts, body) = response.into_parts();
+        let (parts, body) = request.into_parts();
+        let outgoing = outgoing_request(&url, &parts)?;
+        let outgoing_body = outgoing.body().expect("the body is taken once");
+        let pending = wasip2::http::outgoing_handler::handle(outgoing, self.options())
+            .map_err(|code| FetchError::from_code(&url, &code))?;
+        // If the host refuses or fails the request, writing the body fails
+        // too; the response then says why, so wait for it either way.
+        let written = write_body(outgoing_body, &body).await;
+        AsyncPollable::new(pending.subscribe()).wait_for().await;
+        let incoming = pending
+            .get()
+            .expect("the response is ready")
+            .expect("the response is taken once")
+            .map_err(|code| FetchError::from_code(&url, &code))?;
+        written.map_err(|e| FetchError::from_io(&url, &e))?;
+        let status = StatusCode::from_u16(incoming.status()).map_err(|e| FetchError::Other {
+            url: url.clone(),
+            detail: format!("invalid status: {e}"),
+        })?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in incoming.headers().entries() {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(name), HeaderValue::try_from(value))
+            {
+                headers.append(name, value);
+            }
+        }
+        let body = incoming.consume().expect("the body is taken once");
+        let stream = AsyncInputStream::new(body.stream().expect("the stream is taken once"));
         Ok(ClientResponse {
             url,
-            status: parts.status,
-            headers: parts.headers,
-            body: body.into_boxed_body(),
+            status,
+            headers,
+            stream: Some(stream),
+            _body: body,
         })
     }
 
@@ -183,6 +224,78 @@ impl Client {
             .map_err(|e| FetchError::InvalidRequest(format!("{url}: {e}")))?;
         self.fetch(request).await
     }
+}
+
+/// The `wasi:http` request for `parts`.
+fn outgoing_request(
+    url: &str,
+    parts: &http::request::Parts,
+) -> Result<OutgoingRequest, FetchError> {
+    let invalid = |what: String| FetchError::InvalidRequest(format!("{url}: {what}"));
+    let entries: Vec<(String, Vec<u8>)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let fields =
+        Fields::from_list(&entries).map_err(|e| invalid(format!("header refused: {e:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    let method = match parts.method.as_str() {
+        "GET" => WasiMethod::Get,
+        "HEAD" => WasiMethod::Head,
+        "POST" => WasiMethod::Post,
+        "PUT" => WasiMethod::Put,
+        "DELETE" => WasiMethod::Delete,
+        "CONNECT" => WasiMethod::Connect,
+        "OPTIONS" => WasiMethod::Options,
+        "TRACE" => WasiMethod::Trace,
+        "PATCH" => WasiMethod::Patch,
+        other => WasiMethod::Other(other.to_owned()),
+    };
+    request
+        .set_method(&method)
+        .map_err(|()| invalid(format!("method {} refused", parts.method)))?;
+    let scheme = match parts.uri.scheme_str() {
+        Some("http") => Scheme::Http,
+        Some("https") => Scheme::Https,
+        Some(other) => Scheme::Other(other.to_owned()),
+        None => {
+            return Err(invalid(
+                "the URL needs a scheme (http:// or https://)".into(),
+            ));
+        }
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme refused".into()))?;
+    let authority = parts
+        .uri
+        .authority()
+        .ok_or_else(|| invalid("the URL needs a host".into()))?;
+    request
+        .set_authority(Some(authority.as_str()))
+        .map_err(|()| invalid("host refused".into()))?;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| invalid("path refused".into()))?;
+    Ok(request)
+}
+
+/// Writes the whole request body and finishes it.
+async fn write_body(body: OutgoingBody, bytes: &[u8]) -> std::io::Result<()> {
+    let stream = AsyncOutputStream::new(body.write().expect("the stream is taken once"));
+    let written = async {
+        if !bytes.is_empty() {
+            stream.write_all(bytes).await?;
+        }
+        stream.flush().await
+    }
+    .await;
+    // The stream is a child of the body: it goes first.
+    drop(stream);
+    written?;
+    OutgoingBody::finish(body, None).map_err(|e| std::io::Error::other(format!("{e}")))
 }
 
 /// Sends `request` with the default [`Client`].
@@ -200,7 +313,10 @@ pub struct ClientResponse {
     url: String,
     status: StatusCode,
     headers: HeaderMap,
-    body: http_body_util::combinators::UnsyncBoxBody<Bytes, anyhow::Error>,
+    /// `None` once the body has ended. Declared before `_body`, whose child
+    /// it is, so it is dropped first.
+    stream: Option<AsyncInputStream>,
+    _body: IncomingBody,
 }
 
 impl std::fmt::Debug for ClientResponse {
@@ -231,15 +347,22 @@ impl ClientResponse {
 
     /// The next chunk of the body as it arrives; `None` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
-        loop {
-            match self.body.frame().await {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(FetchError::from_wstd(&self.url, &e)),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Ok(Some(data));
-                    }
-                }
+        let Some(stream) = &self.stream else {
+            return Ok(None);
+        };
+        let mut buf = vec![0; 16 << 10];
+        match stream.read(&mut buf).await {
+            Ok(0) => {
+                self.stream = None;
+                Ok(None)
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(Bytes::from(buf)))
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(FetchError::from_io(&self.url, &e))
             }
         }
     }
