@@ -404,3 +404,24 @@ fn a_granted_folder_that_does_not_exist_stops_start_up() {
     ));
     crate::serve::assert_refuses(&["serve".as_ref(), path.as_os_str()], "files: `/data` = ");
 }
+
+#[test]
+fn a_client_too_slow_to_send_its_head_is_disconnected() {
+    let (_dir, path) = manifest(&format!(
+        "[server]\nheader_read_timeout_ms = 500\n[apps.hello]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        components::HELLO
+    ));
+    let server = Cyclone::serve(&path);
+    let mut stream = server.connect();
+    write!(stream, "GET / HTTP/1.1\r\nhost: x\r\n").unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    assert!(!answer.contains("Hello, world!"), "{answer}");
+    assert_eq!(server.get("/").body, "Hello, world!");
+}
