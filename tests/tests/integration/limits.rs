@@ -121,15 +121,20 @@ fn denied_hosts_and_internal_addresses_are_error_values() {
     ));
 }
 
-#[test]
-fn a_spoofed_host_header_does_not_bypass_the_list() {
-    let upstream = Upstream::start();
+/// The probe guest, allowed to reach `upstream` only.
+fn probe_allowed_to(upstream: &Upstream) -> Cyclone {
     let (_dir, path) = manifest(&format!(
         "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
         components::PROBE,
         upstream.port()
     ));
-    let server = Cyclone::serve(&path);
+    Cyclone::serve(&path)
+}
+
+#[test]
+fn a_spoofed_host_header_does_not_bypass_the_list() {
+    let upstream = Upstream::start();
+    let server = probe_allowed_to(&upstream);
     let allowed = format!("127.0.0.1:{}", upstream.port());
     let denied = format!("http://127.0.0.2:{}/secret", upstream.port());
     let reply = server.get(&format!("/fetch?url={denied}&host={allowed}"));
@@ -154,12 +159,7 @@ fn a_spoofed_host_header_does_not_bypass_the_list() {
 #[test]
 fn an_upstream_that_stalls_mid_body_times_out_between_bytes() {
     let upstream = Upstream::start();
-    let (_dir, path) = manifest(&format!(
-        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n",
-        components::PROBE,
-        upstream.port()
-    ));
-    let server = Cyclone::serve(&path);
+    let server = probe_allowed_to(&upstream);
     let quick = server.get(&format!(
         "/fetch?url={}&between_ms=2000",
         upstream.url("/stall/200")
