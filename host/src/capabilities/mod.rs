@@ -50,9 +50,9 @@ pub struct AppCapabilities {
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    /// Outbound HTTP, holding the app's capabilities for this request too.
     hooks: OutboundHttp,
     table: ResourceTable,
-    app: Arc<AppCapabilities>,
     /// The store's resource limits, read by `Store::limiter`.
     pub limits: StoreLimits,
     /// The guest's CPU time, kept by the store's call hook and epoch callback.
@@ -86,7 +86,6 @@ impl HostState {
                 request_id,
             },
             table: ResourceTable::new(),
-            app: app.clone(),
             limits,
             cpu: CpuClock::new(cpu_budget),
         })

@@ -5,6 +5,6 @@ use super::bindings::cyclone::platform::variables::Host;
 
 impl Host for HostState {
     fn get(&mut self, name: String) -> Option<String> {
-        self.app.variables.get(&name).cloned()
+        self.hooks.app.variables.get(&name).cloned()
     }
 }
