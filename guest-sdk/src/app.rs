@@ -187,13 +187,16 @@ impl Endpoint for Functions {
 enum Target {
     Handler(Box<dyn Endpoint>),
     Functions(Functions),
+    WebSocket(Box<dyn crate::websocket::Endpoint>),
 }
 
 impl Target {
-    fn into_endpoint(self) -> Box<dyn Endpoint> {
+    /// The HTTP endpoint; `None` for a websocket route.
+    fn into_endpoint(self) -> Option<Box<dyn Endpoint>> {
         match self {
-            Target::Handler(handler) => handler,
-            Target::Functions(functions) => Box::new(functions),
+            Target::Handler(handler) => Some(handler),
+            Target::Functions(functions) => Some(Box::new(functions)),
+            Target::WebSocket(_) => None,
         }
     }
 }
@@ -379,6 +382,25 @@ impl Application {
         self
     }
 
+    /// Routes websocket sessions on `pattern` to `handler` (see
+    /// [`websocket`](crate::websocket)). The application must be exported
+    /// with [`#[app]`](crate::app). A plain request to this pattern is
+    /// answered 400, like Tornado's.
+    ///
+    /// # Panics
+    /// When `pattern` is malformed (see [`Application`]).
+    pub fn websocket(
+        mut self,
+        pattern: &str,
+        handler: impl crate::websocket::WebSocketHandler,
+    ) -> Self {
+        self.routes.push(Route {
+            pattern: parse(pattern),
+            target: Target::WebSocket(Box::new(handler)),
+        });
+        self
+    }
+
     /// Signs cookies with the keys in the app variable `name` (see
     /// [`Request::set_signed_cookie`]). The value is one secret, or for key
     /// rotation a comma-separated list of `VERSION:SECRET` pairs: the first
@@ -430,29 +452,24 @@ impl Application {
             None => Err(HttpError::not_found()),
             Some((params, target)) => {
                 req.route(params, Rc::new(settings));
-                let handler = endpoint.insert(target.into_endpoint());
-                match xsrf_cookies.then(|| crate::request::check_xsrf(&req)) {
-                    Some(Err(forbidden)) => Err(forbidden),
-                    _ => handler.respond(&mut req).await,
+                match target.into_endpoint() {
+                    None => Err(HttpError::bad_request(
+                        "Can \"Upgrade\" only to \"WebSocket\".",
+                    )),
+                    Some(target) => {
+                        let handler = endpoint.insert(target);
+                        match xsrf_cookies.then(|| crate::request::check_xsrf(&req)) {
+                            Some(Err(forbidden)) => Err(forbidden),
+                            _ => handler.respond(&mut req).await,
+                        }
+                    }
                 }
             }
         };
         let mut response = match outcome {
             Ok(response) => response,
             Err(error) => {
-                if let Some(detail) = &error.log_message {
-                    eprintln!(
-                        "{} {}: {}: {detail}",
-                        req.method(),
-                        path,
-                        error.status.as_u16()
-                    );
-                }
-                let mut page = match &error_page {
-                    Some(page) => page(&req, &error),
-                    None => error.default_page(),
-                }
-                .with_status(error.status);
+                let mut page = render_error(error_page.as_ref(), &req, &error);
                 if error.status == StatusCode::METHOD_NOT_ALLOWED
                     && let Some(handler) = &endpoint
                 {
@@ -477,6 +494,62 @@ impl Application {
         }
         response
     }
+}
+
+impl Application {
+    /// Routes a websocket handshake and runs its handler's `connect`: the
+    /// accepted session, or the response refusing it (404 for no route, 400
+    /// for a route that is not a websocket's).
+    pub(crate) async fn connect(
+        self,
+        mut req: Request,
+    ) -> Result<crate::websocket::Accepted, Response> {
+        let Self {
+            routes,
+            settings,
+            error_page,
+        } = self;
+        let path = req.path().to_owned();
+        let found = routes
+            .into_iter()
+            .find_map(|route| Some((route.pattern.matches(&path)?, route.target)));
+        let error = match found {
+            None => HttpError::not_found(),
+            Some((params, Target::WebSocket(mut endpoint))) => {
+                req.route(params, Rc::new(settings));
+                match endpoint.connect(&mut req).await {
+                    Ok(()) => {
+                        return Ok(crate::websocket::Accepted {
+                            endpoint,
+                            request: req,
+                        });
+                    }
+                    Err(error) => error,
+                }
+            }
+            Some(_) => HttpError::bad_request("this path does not serve websockets"),
+        };
+        let mut page = render_error(error_page.as_ref(), &req, &error);
+        req.apply_cookies(&mut page);
+        Err(page)
+    }
+}
+
+/// The error page for `error`, its detail logged.
+fn render_error(page: Option<&ErrorPage>, req: &Request, error: &HttpError) -> Response {
+    if let Some(detail) = &error.log_message {
+        eprintln!(
+            "{} {}: {}: {detail}",
+            req.method(),
+            req.path(),
+            error.status.as_u16()
+        );
+    }
+    match page {
+        Some(page) => page(req, error),
+        None => error.default_page(),
+    }
+    .with_status(error.status)
 }
 
 fn parse(pattern: &str) -> Pattern {

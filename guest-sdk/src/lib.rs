@@ -59,20 +59,24 @@
 #![deny(missing_docs)]
 
 mod app;
+#[doc(hidden)]
+pub mod bindings;
 pub mod client;
 mod cookies;
 mod error;
 pub mod guide;
+pub mod pubsub;
 mod request;
 mod response;
 mod route;
 mod serve;
 pub mod time;
 pub mod variables;
+pub mod websocket;
 
 pub use app::{Application, Handler};
 pub use cookie::{self, Cookie, SameSite};
-pub use cyclone_sdk_macros::{handler, handler_impl};
+pub use cyclone_sdk_macros::{app, handler, handler_impl};
 pub use error::HttpError;
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 pub use request::Request;
@@ -87,6 +91,26 @@ pub mod __private {
     pub use wstd::__internal::wasip2;
     pub use wstd::__internal::wasip2::exports::http::incoming_handler::Guest as IncomingHandler;
     pub use wstd::__internal::wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+    pub use crate::bindings;
+    pub use crate::bindings::cyclone::platform::websocket::{
+        Request as HandshakeRequest, Response as HandshakeResponse, Session,
+    };
+    pub use crate::bindings::export_websocket_handler;
+    pub use crate::bindings::exports::cyclone::platform::websocket_handler::Guest as WebSocketGuest;
+
+    /// The `websocket-handler` export's `connect`.
+    pub fn connect(
+        app: crate::Application,
+        request: HandshakeRequest,
+    ) -> Option<HandshakeResponse> {
+        crate::websocket::connect(app, request)
+    }
+
+    /// The `websocket-handler` export's `run`.
+    pub fn run(session: Session) {
+        crate::websocket::run(session)
+    }
 
     use crate::{IntoResponse, Request};
 

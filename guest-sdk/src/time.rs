@@ -59,3 +59,8 @@ pub async fn select<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Ou
         Either::Right((b, _)) => Either::Right(b),
     }
 }
+
+/// Waits until the host makes `pollable` ready.
+pub(crate) async fn wait_for(pollable: wasip2::io::poll::Pollable) {
+    wstd::runtime::AsyncPollable::new(pollable).wait_for().await;
+}

@@ -10,15 +10,8 @@
 //! let greeting = cyclone_sdk::variables::get("greeting").unwrap_or_else(|| "Hi".into());
 //! ```
 
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "cyclone:platform/guest",
-    });
-}
-
 /// The value of the app variable `name`, or `None` when the manifest does not
 /// set it.
 pub fn get(name: &str) -> Option<String> {
-    bindings::cyclone::platform::variables::get(name)
+    crate::bindings::cyclone::platform::variables::get(name)
 }

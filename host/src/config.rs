@@ -204,6 +204,27 @@ pub struct AppConfig {
     /// 413 without running the guest.
     #[serde(default = "defaults::max_body_kb")]
     pub max_body_kb: u64,
+    /// Largest websocket message the peer may send, in KiB (default 10240);
+    /// a bigger one closes the session with 1009.
+    #[serde(default = "defaults::websocket_max_message_kb")]
+    pub websocket_max_message_kb: u64,
+    /// Origins besides the request's own host whose pages may open websocket
+    /// sessions, e.g. `["https://app.example.com"]`, or `["*"]` for any
+    /// (default: none). A handshake from another origin gets 403; a client
+    /// that sends no `Origin` (not a browser) is let through.
+    #[serde(default)]
+    pub websocket_allowed_origins: Vec<String>,
+    /// Seconds between the host's pings on an idle websocket session (default
+    /// 30; 0 for none). A peer silent for two intervals is disconnected.
+    #[serde(default = "defaults::websocket_ping_secs")]
+    pub websocket_ping_secs: u64,
+    /// Messages each pub/sub topic keeps for `recent` (default 0).
+    #[serde(default)]
+    pub pubsub_history: usize,
+    /// Messages a subscriber may fall behind before it is told it lagged
+    /// (default 256).
+    #[serde(default = "defaults::pubsub_buffer")]
+    pub pubsub_buffer: usize,
 }
 
 /// Defaults of per-app fields.
@@ -219,6 +240,15 @@ mod defaults {
     }
     pub fn max_body_kb() -> u64 {
         10 * 1024
+    }
+    pub fn websocket_max_message_kb() -> u64 {
+        10 * 1024
+    }
+    pub fn websocket_ping_secs() -> u64 {
+        30
+    }
+    pub fn pubsub_buffer() -> usize {
+        256
     }
 }
 
@@ -252,6 +282,11 @@ impl AppConfig {
             timeout_ms: defaults::timeout_ms(),
             max_memory_mb: defaults::max_memory_mb(),
             max_body_kb: defaults::max_body_kb(),
+            websocket_max_message_kb: defaults::websocket_max_message_kb(),
+            websocket_allowed_origins: Vec::new(),
+            websocket_ping_secs: defaults::websocket_ping_secs(),
+            pubsub_history: 0,
+            pubsub_buffer: defaults::pubsub_buffer(),
         }
     }
 
@@ -273,6 +308,16 @@ impl AppConfig {
     /// The body cap in bytes.
     pub fn max_body_bytes(&self) -> u64 {
         self.max_body_kb.saturating_mul(1 << 10)
+    }
+
+    /// The websocket message cap in bytes.
+    pub fn websocket_max_message_bytes(&self) -> usize {
+        kib(self.websocket_max_message_kb)
+    }
+
+    /// The interval between websocket pings, `None` when off.
+    pub fn websocket_ping(&self) -> Option<Duration> {
+        (self.websocket_ping_secs > 0).then(|| Duration::from_secs(self.websocket_ping_secs))
     }
 
     /// The app's variables as plain values (call after [`Manifest::load`],
@@ -374,6 +419,11 @@ impl Manifest {
             }
             crate::capabilities::AllowedHosts::parse(&app.allowed_outbound_hosts)
                 .map_err(|e| invalid(format!("app `{name}`: allowed_outbound_hosts: {e}")))?;
+            if app.websocket_max_message_kb == 0 || app.pubsub_buffer == 0 {
+                return Err(invalid(format!(
+                    "app `{name}`: websocket_max_message_kb and pubsub_buffer must be at least 1"
+                )));
+            }
             if app.max_instances == Some(0) || app.cpu_budget_ms == 0 || app.max_memory_mb == 0 {
                 return Err(invalid(format!(
                     "app `{name}`: max_instances, cpu_budget_ms and max_memory_mb must be at least 1"

@@ -27,8 +27,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::capabilities::{AllowedHosts, AppCapabilities, HostState, linker_for};
 use crate::config::{AppConfig, ServerConfig};
-use crate::limits::{self, Admission, CappedBody, RETRY_AFTER_SECS};
+use crate::limits::{self, Admission, CappedBody, CpuClock, RETRY_AFTER_SECS};
 use crate::router::Router;
+use crate::websocket;
 
 /// The response type the server writes.
 pub type Response = hyper::Response<HyperOutgoingBody>;
@@ -37,10 +38,12 @@ pub type Response = hyper::Response<HyperOutgoingBody>;
 pub struct App {
     caps: Arc<AppCapabilities>,
     pre: ProxyPre<HostState>,
+    /// Set when the component exports `cyclone:platform/websocket-handler`.
+    pub(crate) websocket: Option<websocket::Support>,
     admission: Option<Admission>,
     store_limits: StoreLimits,
-    cpu_budget: Duration,
-    timeout: Option<Duration>,
+    pub(crate) cpu_budget: Duration,
+    pub(crate) timeout: Option<Duration>,
     max_body_bytes: u64,
 }
 
@@ -54,7 +57,9 @@ impl App {
         component: &Component,
     ) -> wasmtime::Result<Self> {
         let linker = linker_for(engine, component)?;
-        let pre = ProxyPre::new(linker.instantiate_pre(component)?)?;
+        let instance_pre = linker.instantiate_pre(component)?;
+        let websocket = websocket::Support::new(&instance_pre, config);
+        let pre = ProxyPre::new(instance_pre)?;
         let allowed_hosts =
             AllowedHosts::parse(&config.allowed_outbound_hosts).map_err(wasmtime::Error::msg)?;
         Ok(Self {
@@ -72,8 +77,10 @@ impl App {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                pubsub: crate::pubsub::InProcess::new(config.pubsub_history, config.pubsub_buffer),
             }),
             pre,
+            websocket,
             admission: Admission::for_app(config, server),
             store_limits: limits::store_limits(config),
             cpu_budget: config.cpu_budget(),
@@ -86,6 +93,41 @@ impl App {
     pub fn name(&self) -> &str {
         &self.caps.name
     }
+
+    /// The pre-linked component.
+    pub(crate) fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
+        self.pre.instance_pre()
+    }
+
+    /// A fresh store for request `id`, its limits and CPU clock set.
+    pub(crate) fn new_store(
+        &self,
+        id: u64,
+        cpu: CpuClock,
+    ) -> Result<Store<HostState>, Box<Response>> {
+        let state = match HostState::new(&self.caps, id, self.store_limits.clone(), cpu) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(request = id, app = %self.caps.name, "500: cannot prepare the guest's capabilities: {e:#}");
+                return Err(Box::new(internal_error(id)));
+            }
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.on_epoch());
+        store.call_hook(|mut ctx, hook| {
+            ctx.data_mut().cpu.on_call_hook(hook);
+            Ok(())
+        });
+        Ok(store)
+    }
+}
+
+/// The instance permits one request or session holds, per app and shared.
+pub(crate) struct Permits {
+    _app: Option<tokio::sync::OwnedSemaphorePermit>,
+    _shared: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Routes requests to apps and runs each in a fresh instance.
@@ -105,12 +147,41 @@ impl Dispatcher {
         }
     }
 
+    /// Takes an instance permit for `app`: per app first, so one app's
+    /// backlog does not take the shared permits; 503 when refused.
+    pub(crate) async fn admit(&self, app: &App, id: u64) -> Result<Permits, Box<Response>> {
+        let name = &app.caps.name;
+        let app_permit = match &app.admission {
+            Some(gate) => match gate.admit().await {
+                Ok(permit) => Some(permit),
+                Err(refused) => {
+                    tracing::warn!(request = id, app = %name, "503: app max_instances: {refused}");
+                    return Err(Box::new(unavailable()));
+                }
+            },
+            None => None,
+        };
+        match self.admission.admit().await {
+            Ok(permit) => Ok(Permits {
+                _app: app_permit,
+                _shared: permit,
+            }),
+            Err(refused) => {
+                tracing::warn!(request = id, app = %name, "503: {refused}");
+                Err(Box::new(unavailable()))
+            }
+        }
+    }
+
     /// Serves one request. Never fails: every failure is an error response.
     pub async fn handle(&self, req: hyper::Request<Incoming>) -> Result<Response, Infallible> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let Some(app) = self.router.lookup(req.uri().path()) else {
             return Ok(plain(StatusCode::NOT_FOUND, "Not Found\n"));
         };
+        if app.websocket.is_some() && websocket::is_upgrade(&req) {
+            return Ok(websocket::handle(self, app, req, id).await);
+        }
         let name = app.caps.name.clone();
         let declared_length = req
             .headers()
@@ -120,40 +191,14 @@ impl Dispatcher {
             tracing::info!(request = id, app = %name, "413: body of {} bytes is over max_body_kb", declared_length.unwrap_or(0));
             return Ok(too_large());
         }
-        // Per app first, so one app's backlog does not take the shared permits.
-        let app_permit = match &app.admission {
-            Some(gate) => match gate.admit().await {
-                Ok(permit) => Some(permit),
-                Err(refused) => {
-                    tracing::warn!(request = id, app = %name, "503: app max_instances: {refused}");
-                    return Ok(unavailable());
-                }
-            },
-            None => None,
+        let permits = match self.admit(app, id).await {
+            Ok(permits) => permits,
+            Err(response) => return Ok(*response),
         };
-        let permit = match self.admission.admit().await {
-            Ok(permit) => permit,
-            Err(refused) => {
-                tracing::warn!(request = id, app = %name, "503: {refused}");
-                return Ok(unavailable());
-            }
+        let mut store = match app.new_store(id, CpuClock::new(app.cpu_budget)) {
+            Ok(store) => store,
+            Err(response) => return Ok(*response),
         };
-
-        let state = match HostState::new(&app.caps, id, app.store_limits.clone(), app.cpu_budget) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(request = id, app = %name, "500: cannot prepare the guest's capabilities: {e:#}");
-                return Ok(internal_error(id));
-            }
-        };
-        let mut store = Store::new(app.pre.engine(), state);
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.on_epoch());
-        store.call_hook(|mut ctx, hook| {
-            ctx.data_mut().cpu.on_call_hook(hook);
-            Ok(())
-        });
         let body_over_cap = Arc::new(AtomicBool::new(false));
         let req = req.map(|body| CappedBody::new(body, app.max_body_bytes, body_over_cap.clone()));
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -200,28 +245,8 @@ impl Dispatcher {
             let _ = call_done.send(result.is_ok());
             let cpu_exceeded = store.data().cpu.exceeded();
             drop(store);
-            drop(permit);
-            drop(app_permit);
-            result.map_err(|e| {
-                let failure = if cpu_exceeded {
-                    GuestFailure::CpuBudget
-                } else if e.is::<TimedOut>() {
-                    GuestFailure::TimedOut
-                } else if e.is::<NoInstance>() {
-                    GuestFailure::NoInstance
-                } else {
-                    GuestFailure::Trapped
-                };
-                match failure {
-                    GuestFailure::NoInstance | GuestFailure::CpuBudget | GuestFailure::TimedOut => {
-                        tracing::warn!(request = id, app = %task_name, "guest stopped: {e}");
-                    }
-                    GuestFailure::Trapped => {
-                        tracing::error!(request = id, app = %task_name, "guest failed: {e:?}");
-                    }
-                }
-                failure
-            })
+            drop(permits);
+            result.map_err(|e| GuestFailure::classify(&e, cpu_exceeded, id, &task_name))
         });
 
         let response = receiver.await;
@@ -243,19 +268,7 @@ impl Dispatcher {
                     tracing::error!(request = id, app = %name, "500: guest returned without a response");
                     internal_error(id)
                 }
-                Ok(Err(GuestFailure::NoInstance)) => {
-                    tracing::warn!(request = id, app = %name, "503: no instance could be created");
-                    unavailable()
-                }
-                Ok(Err(GuestFailure::CpuBudget)) => {
-                    tracing::warn!(request = id, app = %name, "503: CPU budget exceeded");
-                    unavailable()
-                }
-                Ok(Err(GuestFailure::TimedOut)) => {
-                    tracing::warn!(request = id, app = %name, "504: timed out");
-                    plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
-                }
-                Ok(Err(GuestFailure::Trapped)) => internal_error(id),
+                Ok(Err(failure)) => failure.response(id, &name),
                 Err(e) => {
                     tracing::error!(request = id, app = %name, "500: guest task failed: {e}");
                     internal_error(id)
@@ -268,16 +281,16 @@ impl Dispatcher {
 /// Instantiation failed; the cause, for the log.
 #[derive(Debug, thiserror::Error)]
 #[error("no instance could be created: {0}")]
-struct NoInstance(String);
+pub(crate) struct NoInstance(pub(crate) String);
 
 /// The wall-clock timeout ended the guest's call.
 #[derive(Debug, thiserror::Error)]
 #[error("the request ran past its timeout of {0:?}")]
-struct TimedOut(Duration);
+pub(crate) struct TimedOut(pub(crate) Duration);
 
-/// How a guest's task ended when it failed; the cause is already logged.
+/// How a guest's task ended when it failed.
 #[derive(Debug, Clone, Copy)]
-enum GuestFailure {
+pub(crate) enum GuestFailure {
     /// No instance could be created: no free pool slot, or the kernel refused
     /// memory mappings (→ 503).
     NoInstance,
@@ -287,6 +300,47 @@ enum GuestFailure {
     TimedOut,
     /// The guest trapped (→ 500).
     Trapped,
+}
+
+impl GuestFailure {
+    /// What ended the call that failed with `e`, logged.
+    pub(crate) fn classify(e: &wasmtime::Error, cpu_exceeded: bool, id: u64, app: &str) -> Self {
+        let failure = if cpu_exceeded {
+            Self::CpuBudget
+        } else if e.is::<TimedOut>() {
+            Self::TimedOut
+        } else if e.is::<NoInstance>() {
+            Self::NoInstance
+        } else {
+            Self::Trapped
+        };
+        match failure {
+            Self::NoInstance | Self::CpuBudget | Self::TimedOut => {
+                tracing::warn!(request = id, app = %app, "guest stopped: {e}");
+            }
+            Self::Trapped => tracing::error!(request = id, app = %app, "guest failed: {e:?}"),
+        }
+        failure
+    }
+
+    /// The response for a guest that failed before answering, logged.
+    pub(crate) fn response(self, id: u64, app: &str) -> Response {
+        match self {
+            Self::NoInstance => {
+                tracing::warn!(request = id, app = %app, "503: no instance could be created");
+                unavailable()
+            }
+            Self::CpuBudget => {
+                tracing::warn!(request = id, app = %app, "503: CPU budget exceeded");
+                unavailable()
+            }
+            Self::TimedOut => {
+                tracing::warn!(request = id, app = %app, "504: timed out");
+                plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
+            }
+            Self::Trapped => internal_error(id),
+        }
+    }
 }
 
 /// A guest's response body that ends cleanly only once the guest's call has
@@ -340,7 +394,8 @@ impl Body for GuestBody {
     }
 }
 
-fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response {
+/// A short plain-text response.
+pub(crate) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response {
     let mut response = hyper::Response::new(
         Full::new(body.into())
             .map_err(|never| match never {})

@@ -30,8 +30,10 @@ pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod limits;
+pub mod pubsub;
 pub mod router;
 pub mod server;
+pub mod websocket;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -171,12 +171,17 @@ pub fn start_epoch_ticker(engine: &wasmtime::Engine) {
 }
 
 /// The CPU time one request's guest has used, against its budget.
+///
+/// A websocket session's clock is [`CpuClock::per_event`]: the budget is for
+/// the work between two events the guest receives, so a session may live for
+/// days while no single message may keep it busy for long.
 #[derive(Debug)]
 pub struct CpuClock {
     budget: Duration,
     used: Duration,
     running_since: Option<Instant>,
     exceeded: bool,
+    per_event: bool,
 }
 
 /// The trap raised when a guest runs past its CPU budget.
@@ -194,6 +199,25 @@ impl CpuClock {
             used: Duration::ZERO,
             running_since: None,
             exceeded: false,
+            per_event: false,
+        }
+    }
+
+    /// A clock whose budget starts over at every event the guest receives.
+    pub fn per_event(budget: Duration) -> Self {
+        Self {
+            per_event: true,
+            ..Self::new(budget)
+        }
+    }
+
+    /// The guest received an event: a per-event clock starts over.
+    pub fn renew(&mut self) {
+        if self.per_event {
+            self.used = Duration::ZERO;
+            if self.running_since.is_some() {
+                self.running_since = Some(Instant::now());
+            }
         }
     }
 

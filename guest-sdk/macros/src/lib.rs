@@ -44,6 +44,74 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     .into()
 }
 
+/// Exports a `fn() -> Application` as the component's HTTP handler
+/// (`wasi:http/incoming-handler`) and websocket handler
+/// (`cyclone:platform/websocket-handler`). The function runs once per request
+/// or session, in that request's fresh instance.
+///
+/// ```text
+/// #[cyclone_sdk::app]
+/// fn app() -> Application {
+///     Application::new()
+///         .get("/", home)
+///         .websocket("/socket", Echo)
+/// }
+/// ```
+///
+/// Use it instead of `#[handler]` for an application with websocket routes.
+#[proc_macro_attribute]
+pub fn app(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if let Some(error) = refuse_arguments(&attr, "app") {
+        return error;
+    }
+    let function = parse_macro_input!(item as ItemFn);
+    if function.sig.asyncness.is_some() || !function.sig.inputs.is_empty() {
+        return syn::Error::new_spanned(
+            &function.sig,
+            "#[cyclone_sdk::app] needs a plain `fn() -> Application`",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let name = &function.sig.ident;
+    quote! {
+        #function
+
+        const _: () = {
+            struct CycloneApp;
+
+            impl ::cyclone_sdk::__private::IncomingHandler for CycloneApp {
+                fn handle(
+                    request: ::cyclone_sdk::__private::IncomingRequest,
+                    response_out: ::cyclone_sdk::__private::ResponseOutparam,
+                ) {
+                    ::cyclone_sdk::__private::serve(request, response_out, |request| {
+                        #name().handle(request)
+                    })
+                }
+            }
+
+            impl ::cyclone_sdk::__private::WebSocketGuest for CycloneApp {
+                fn connect(
+                    request: ::cyclone_sdk::__private::HandshakeRequest,
+                ) -> ::core::option::Option<::cyclone_sdk::__private::HandshakeResponse> {
+                    ::cyclone_sdk::__private::connect(#name(), request)
+                }
+
+                fn run(session: ::cyclone_sdk::__private::Session) {
+                    ::cyclone_sdk::__private::run(session)
+                }
+            }
+
+            ::cyclone_sdk::__private::wasip2::http::proxy::export!(
+                CycloneApp with_types_in ::cyclone_sdk::__private::wasip2
+            );
+            ::cyclone_sdk::__private::export_websocket_handler!(CycloneApp);
+        };
+    }
+    .into()
+}
+
 /// A compile error when an attribute that takes no arguments got some.
 fn refuse_arguments(attr: &TokenStream, name: &str) -> Option<TokenStream> {
     (!attr.is_empty()).then(|| {

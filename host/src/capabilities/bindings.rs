@@ -5,6 +5,11 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "cyclone:platform/handler",
+    imports: {
+        default: trappable,
+        "cyclone:platform/websocket.[method]session.send": async | trappable,
+        "cyclone:platform/websocket.[method]session.close": async | trappable,
+    },
     exports: { default: async },
     with: {
         "wasi:cli": wasmtime_wasi::p2::bindings::cli,
@@ -12,5 +17,7 @@ wasmtime::component::bindgen!({
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:random": wasmtime_wasi::p2::bindings::random,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "cyclone:platform/pubsub.subscription": crate::pubsub::Subscription,
+        "cyclone:platform/websocket.session": crate::websocket::Session,
     },
 });

@@ -9,10 +9,12 @@
 //! provides trap when called, so a component links as long as it never calls
 //! them.
 
-mod bindings;
+pub(crate) mod bindings;
 mod guest_log;
 pub mod outbound;
+mod pubsub;
 mod variables;
+mod websocket;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +46,8 @@ pub struct AppCapabilities {
     pub files: Vec<(PathBuf, String)>,
     /// The environment variables it sees.
     pub environment: Vec<(String, String)>,
+    /// Its pub/sub topics.
+    pub pubsub: Arc<dyn crate::pubsub::PubSub>,
 }
 
 /// Everything one request's store holds.
@@ -68,7 +72,7 @@ impl HostState {
         app: &Arc<AppCapabilities>,
         request_id: u64,
         limits: StoreLimits,
-        cpu_budget: std::time::Duration,
+        cpu: CpuClock,
     ) -> wasmtime::Result<Self> {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestLog::new(app.name.clone(), request_id, "stdout"))
@@ -87,8 +91,18 @@ impl HostState {
             },
             table: ResourceTable::new(),
             limits,
-            cpu: CpuClock::new(cpu_budget),
+            cpu,
         })
+    }
+}
+
+impl HostState {
+    /// Puts `session` in the store's resource table for the guest's `run`.
+    pub fn push_session(
+        &mut self,
+        session: crate::websocket::Session,
+    ) -> wasmtime::Result<wasmtime::component::Resource<crate::websocket::Session>> {
+        Ok(self.table.push(session)?)
     }
 }
 
@@ -185,6 +199,14 @@ pub fn linker_for(engine: &Engine, component: &Component) -> wasmtime::Result<Li
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     bindings::cyclone::platform::variables::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
+    bindings::cyclone::platform::pubsub::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
+    bindings::cyclone::platform::websocket::add_to_linker::<_, HasSelf<HostState>>(
         &mut linker,
         |state| state,
     )?;

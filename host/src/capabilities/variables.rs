@@ -4,7 +4,7 @@ use super::HostState;
 use super::bindings::cyclone::platform::variables::Host;
 
 impl Host for HostState {
-    fn get(&mut self, name: String) -> Option<String> {
-        self.hooks.app.variables.get(&name).cloned()
+    fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.hooks.app.variables.get(&name).cloned())
     }
 }

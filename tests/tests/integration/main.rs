@@ -4,3 +4,4 @@
 mod limits;
 mod serve;
 mod tour;
+mod websockets;

@@ -1,0 +1,14 @@
+//! Guest bindings for `wit/`: the SDK's one `wit_bindgen::generate!`.
+//! `wasi:io` maps onto the `wasip2` types the executor polls.
+#![allow(missing_docs)]
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "cyclone:platform/sdk",
+    with: {
+        "wasi:io/poll@0.2.12": wasip2::io::poll,
+    },
+    pub_export_macro: true,
+    export_macro_name: "export_websocket_handler",
+    default_bindings_module: "::cyclone_sdk::__private::bindings",
+});

@@ -1,0 +1,78 @@
+//! `cyclone:platform/pubsub`: publish and subscribe within the guest's app.
+
+use bytes::Bytes;
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
+
+use super::HostState;
+use super::bindings::cyclone::platform::pubsub::{Event, Host, HostSubscription, Message};
+use crate::pubsub::{self, Subscription};
+
+impl Host for HostState {
+    fn publish(&mut self, topic: String, body: Vec<u8>) -> wasmtime::Result<Result<u64, String>> {
+        Ok(self
+            .hooks
+            .app
+            .pubsub
+            .publish(&topic, Bytes::from(body))
+            .map_err(|e| e.to_string()))
+    }
+
+    fn recent(&mut self, topic: String, after: Option<u64>) -> wasmtime::Result<Vec<Message>> {
+        Ok(self
+            .hooks
+            .app
+            .pubsub
+            .recent(&topic, after)
+            .into_iter()
+            .map(to_guest)
+            .collect())
+    }
+}
+
+impl HostSubscription for HostState {
+    fn new(&mut self, topic: String) -> wasmtime::Result<Resource<Subscription>> {
+        let subscription = self.hooks.app.pubsub.subscribe(&topic);
+        Ok(self.table.push(subscription)?)
+    }
+
+    fn subscribe(
+        &mut self,
+        subscription: Resource<Subscription>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        subscribe(&mut self.table, subscription)
+    }
+
+    fn try_next(
+        &mut self,
+        subscription: Resource<Subscription>,
+    ) -> wasmtime::Result<Option<Event>> {
+        let event = self.table.get_mut(&subscription)?.try_next();
+        if event.is_some() {
+            self.cpu.renew();
+        }
+        Ok(event.map(|event| match event {
+            pubsub::Event::Message(message) => Event::Message(to_guest(message)),
+            pubsub::Event::Lagged(n) => Event::Lagged(n),
+        }))
+    }
+
+    fn drop(&mut self, subscription: Resource<Subscription>) -> wasmtime::Result<()> {
+        self.table.delete(subscription)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Subscription {
+    async fn ready(&mut self) {
+        Subscription::ready(self).await;
+    }
+}
+
+fn to_guest(message: pubsub::Message) -> Message {
+    Message {
+        id: message.id,
+        body: message.body.into(),
+    }
+}

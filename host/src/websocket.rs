@@ -1,0 +1,637 @@
+//! WebSocket sessions: the handshake, the connection, and the host side of
+//! the guest's `session`.
+//!
+//! An upgrade request on a route whose component exports
+//! `cyclone:platform/websocket-handler` comes here instead of the guest's
+//! HTTP handler. The host checks the handshake and the `Origin` (403 for a
+//! foreign one), takes an instance permit, and asks the guest's `connect`
+//! whether to accept. On acceptance it answers 101, and one task then runs
+//! the session: the guest's `run` on the same instance, next to a pump that
+//! moves frames between the connection (tokio-tungstenite over
+//! `hyper::upgrade`) and two bounded channels. Frames from the peer wait in
+//! the connection while the guest has not taken the previous ones; a guest's
+//! `send` waits while the outgoing channel is full. Nothing is dropped.
+//!
+//! The host answers pings, pings an idle peer every `websocket_ping_secs`
+//! and disconnects one silent for two intervals. A message over
+//! `websocket_max_message_kb` closes the session with 1009; a guest that
+//! traps closes it with 1011; a guest that returns closes it with 1000. When
+//! the connection ends the guest sees `closed` and has [`CLOSE_GRACE`] to
+//! return before its instance is dropped; either way its permit is released
+//! and a log line says how the session ended.
+//!
+//! Limits: `timeout_ms` bounds `connect` only, never a session; the CPU
+//! budget applies to the work between two events the guest receives; the
+//! memory cap applies to the session's instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use crate::capabilities::HostState;
+use crate::capabilities::bindings::cyclone::platform::websocket as wit;
+use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler::{
+    Guest, GuestIndices,
+};
+use crate::config::AppConfig;
+use crate::dispatch::{App, Dispatcher, GuestFailure, NoInstance, Response, TimedOut, plain};
+use crate::limits::CpuClock;
+
+/// How long a guest may take to return after its connection has ended.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the closing handshake may take before the connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one frame may take to write before the peer counts as gone,
+/// when pings are off.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Peer messages waiting for the guest to take them.
+const INCOMING_BUFFER: usize = 4;
+/// Guest messages waiting to be written.
+const OUTGOING_BUFFER: usize = 16;
+/// The connection's read buffer; it grows only for a bigger frame.
+const READ_BUFFER: usize = 4 << 10;
+
+/// An app's websocket settings, present when its component serves sessions.
+pub struct Support {
+    indices: GuestIndices,
+    config: WebSocketConfig,
+    allowed_origins: Vec<String>,
+    ping: Option<Duration>,
+}
+
+impl Support {
+    /// `Some` when the component exports `cyclone:platform/websocket-handler`.
+    pub fn new(pre: &InstancePre<HostState>, app: &AppConfig) -> Option<Self> {
+        let indices = GuestIndices::new(pre).ok()?;
+        let max = app.websocket_max_message_bytes();
+        Some(Self {
+            indices,
+            config: WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(0)
+                .max_message_size(Some(max))
+                .max_frame_size(Some(max)),
+            allowed_origins: app
+                .websocket_allowed_origins
+                .iter()
+                .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            ping: app.websocket_ping(),
+        })
+    }
+
+    /// Whether a page from `req`'s `Origin` may open a session: no `Origin`
+    /// (not a browser), the request's own host, or a listed origin.
+    fn origin_allowed(&self, req: &hyper::Request<Incoming>) -> bool {
+        let Some(origin) = req.headers().get(header::ORIGIN) else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        if self
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || *allowed == origin)
+        {
+            return true;
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let authority = origin.split_once("://").map(|(_, rest)| rest);
+        matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+    }
+}
+
+/// Whether `req` asks to upgrade to a websocket.
+pub fn is_upgrade(req: &hyper::Request<Incoming>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
+}
+
+/// Serves an upgrade request on `app`: the handshake, the guest's decision,
+/// then (in its own task) the session.
+pub(crate) async fn handle(
+    dispatcher: &Dispatcher,
+    app: &Arc<App>,
+    mut req: hyper::Request<Incoming>,
+    id: u64,
+) -> Response {
+    let Some(support) = &app.websocket else {
+        return plain(StatusCode::NOT_FOUND, "Not Found\n");
+    };
+    let name: Arc<str> = app.name().into();
+    if req.method() != http::Method::GET {
+        return plain(StatusCode::BAD_REQUEST, "a websocket handshake is a GET\n");
+    }
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    if !version_ok {
+        let mut response = plain(StatusCode::UPGRADE_REQUIRED, "websocket version 13 only\n");
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    if !support.origin_allowed(&req) {
+        let origin = req.headers().get(header::ORIGIN);
+        tracing::info!(request = id, app = %name, "403: websocket from a foreign origin {origin:?}");
+        return plain(
+            StatusCode::FORBIDDEN,
+            "Cross origin websockets are not allowed\n",
+        );
+    }
+    let permits = match dispatcher.admit(app, id).await {
+        Ok(permits) => permits,
+        Err(response) => return *response,
+    };
+    let store = match app.new_store(id, CpuClock::per_event(app.cpu_budget)) {
+        Ok(store) => store,
+        Err(response) => return *response,
+    };
+    let request = wit::Request {
+        method: req.method().as_str().to_owned(),
+        path_with_query: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned()),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect(),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (decided, decision) = oneshot::channel();
+    let app = app.clone();
+    tokio::spawn(async move {
+        let _permits = permits;
+        let Some((store, guest)) = connect(&app, store, request, decided, id).await else {
+            return;
+        };
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::info!(request = id, app = %app.name(), "websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let Some(support) = &app.websocket else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(support.config),
+        )
+        .await;
+        run(store, guest, ws, support.ping, id, app.name()).await;
+    });
+    match decision.await {
+        Ok(Decision::Accept) => {
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let mut response = hyper::Response::new(
+                Full::new(Bytes::new())
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            if let Ok(accept) = HeaderValue::from_str(&accept) {
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            }
+            tracing::info!(request = id, app = %name, "websocket session opened");
+            response
+        }
+        Ok(Decision::Answer(response)) => response,
+        Err(_) => crate::dispatch::GuestFailure::Trapped.response(id, &name),
+    }
+}
+
+/// The guest's answer to a handshake.
+enum Decision {
+    /// Open the session.
+    Accept,
+    /// Answer with this instead: the guest's refusal or a failure.
+    Answer(Response),
+}
+
+/// Instantiates the guest and calls its `connect`; sends the decision.
+/// Returns the store and the guest's exports when the session is accepted.
+async fn connect(
+    app: &App,
+    mut store: Store<HostState>,
+    request: wit::Request,
+    decided: oneshot::Sender<Decision>,
+    id: u64,
+) -> Option<(Store<HostState>, Guest)> {
+    let support = app.websocket.as_ref()?;
+    let call = async {
+        let instance = app
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| wasmtime::Error::new(NoInstance(format!("{e:#}"))))?;
+        let guest = support.indices.load(&mut store, &instance)?;
+        let refusal = guest.call_connect(&mut store, &request).await?;
+        wasmtime::Result::Ok((guest, refusal))
+    };
+    let result = match app.timeout {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(wasmtime::Error::new(TimedOut(limit)))),
+        None => call.await,
+    };
+    match result {
+        Ok((guest, None)) => {
+            decided.send(Decision::Accept).ok()?;
+            Some((store, guest))
+        }
+        Ok((_, Some(refusal))) => {
+            tracing::info!(request = id, app = %app.name(), "{}: websocket refused by the guest", refusal.status);
+            let _ = decided.send(Decision::Answer(refusal_response(refusal)));
+            None
+        }
+        Err(e) => {
+            let cpu_exceeded = store.data().cpu.exceeded();
+            let failure = GuestFailure::classify(&e, cpu_exceeded, id, app.name());
+            let _ = decided.send(Decision::Answer(failure.response(id, app.name())));
+            None
+        }
+    }
+}
+
+/// Runs an accepted session to its end.
+async fn run(
+    mut store: Store<HostState>,
+    guest: Guest,
+    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    ping: Option<Duration>,
+    id: u64,
+    app: &str,
+) {
+    let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_BUFFER);
+    let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_BUFFER);
+    let session = match store
+        .data_mut()
+        .push_session(Session::new(incoming_rx, outgoing_tx))
+    {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::error!(request = id, app = %app, "cannot start the session: {e}");
+            return;
+        }
+    };
+    store.data_mut().cpu.renew();
+    let (done_tx, done_rx) = oneshot::channel();
+    let mut pump = std::pin::pin!(pump(ws, incoming_tx, outgoing_rx, done_rx, ping));
+    let (outcome, ending) = {
+        let mut call = std::pin::pin!(guest.call_run(&mut store, session));
+        tokio::select! {
+            result = &mut call => {
+                let frame = match &result {
+                    Ok(()) => close_frame(CloseCode::Normal, ""),
+                    Err(_) => close_frame(CloseCode::Error, "internal error"),
+                };
+                let _ = done_tx.send(frame);
+                (Some(result), pump.await)
+            }
+            ending = &mut pump => {
+                (tokio::time::timeout(CLOSE_GRACE, call).await.ok(), ending)
+            }
+        }
+    };
+    let cpu_exceeded = store.data().cpu.exceeded();
+    drop(store);
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            GuestFailure::classify(&e, cpu_exceeded, id, app);
+        }
+        None => tracing::warn!(
+            request = id, app = %app,
+            "the session's guest did not return within {CLOSE_GRACE:?} of the connection ending; stopped"
+        ),
+    }
+    tracing::info!(request = id, app = %app, "websocket session ended ({ending}); instance released");
+}
+
+/// How a session's connection ended, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The closing handshake completed.
+    Closed,
+    /// The peer sent a message over the size limit (closed with 1009).
+    TooBig,
+    /// The peer went silent past two ping intervals, or stopped reading.
+    Unresponsive,
+    /// The connection failed or was cut.
+    Lost,
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "closed",
+            Self::TooBig => "message too big",
+            Self::Unresponsive => "peer unresponsive",
+            Self::Lost => "connection lost",
+        })
+    }
+}
+
+/// What the guest asks the connection to do.
+enum Outgoing {
+    Message(Message),
+    Close(CloseFrame),
+}
+
+/// Moves frames between the connection and the session's channels until the
+/// connection ends. `done` says the guest has returned, with the close frame
+/// to send.
+async fn pump(
+    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    incoming: mpsc::Sender<PeerEvent>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut done: oneshot::Receiver<CloseFrame>,
+    ping: Option<Duration>,
+) -> Ending {
+    let (mut sink, mut stream) = ws.split();
+    let write_timeout = ping.map_or(WRITE_TIMEOUT, |ping| ping * 2);
+    let mut guest_done = false;
+    let mut outgoing_open = true;
+    let mut closing_since: Option<Instant> = None;
+    let mut told_guest = false;
+    let mut last_heard = Instant::now();
+    let mut ticker = ping.map(|ping| tokio::time::interval_at(Instant::now() + ping, ping));
+
+    macro_rules! write {
+        ($message:expr) => {
+            match tokio::time::timeout(write_timeout, sink.send($message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Ending::Lost,
+                Err(_) => return Ending::Unresponsive,
+            }
+        };
+    }
+
+    loop {
+        let read = async {
+            let permit = if guest_done {
+                None
+            } else {
+                incoming.reserve().await.ok()
+            };
+            (permit, stream.next().await)
+        };
+        let tick = async {
+            match &mut ticker {
+                Some(ticker) => ticker.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        let close_deadline = async {
+            match closing_since {
+                Some(since) => tokio::time::sleep_until(since + CLOSE_TIMEOUT).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            next = outgoing.recv(), if outgoing_open && closing_since.is_none() => match next {
+                Some(Outgoing::Message(message)) => write!(message),
+                Some(Outgoing::Close(frame)) => {
+                    closing_since = Some(Instant::now());
+                    write!(Message::Close(Some(frame)));
+                }
+                None => outgoing_open = false,
+            },
+            frame = &mut done, if !guest_done => {
+                guest_done = true;
+                if closing_since.is_none() {
+                    closing_since = Some(Instant::now());
+                    if let Ok(frame) = frame {
+                        write!(Message::Close(Some(frame)));
+                    }
+                }
+            }
+            (permit, frame) = read => {
+                let event = match frame {
+                    Some(Ok(Message::Text(text))) => PeerEvent::Text(text),
+                    Some(Ok(Message::Binary(bytes))) => PeerEvent::Binary(bytes),
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite has queued the reply; reading on sends it.
+                        closing_since.get_or_insert_with(Instant::now);
+                        told_guest = true;
+                        PeerEvent::Closed(frame)
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                        last_heard = Instant::now();
+                        continue;
+                    }
+                    Some(Err(tungstenite::Error::Capacity(_))) => {
+                        let frame = close_frame(CloseCode::Size, "message too big");
+                        if let Some(permit) = permit {
+                            permit.send(PeerEvent::Closed(Some(frame.clone())));
+                        }
+                        let _ = tokio::time::timeout(
+                            CLOSE_TIMEOUT,
+                            sink.send(Message::Close(Some(frame))),
+                        )
+                        .await;
+                        return Ending::TooBig;
+                    }
+                    Some(Err(tungstenite::Error::ConnectionClosed)) | None => {
+                        return if told_guest { Ending::Closed } else { Ending::Lost };
+                    }
+                    Some(Err(_)) => return Ending::Lost,
+                };
+                last_heard = Instant::now();
+                if let Some(permit) = permit {
+                    permit.send(event);
+                }
+            }
+            _ = tick => {
+                let ping = ping.unwrap_or(WRITE_TIMEOUT);
+                if last_heard.elapsed() > ping * 2 {
+                    return Ending::Unresponsive;
+                }
+                write!(Message::Ping(Bytes::new()));
+            }
+            () = close_deadline => return Ending::Closed,
+        }
+    }
+}
+
+fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }
+}
+
+/// What the peer sent, as the guest receives it.
+pub enum PeerEvent {
+    /// A text message.
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// The session ended, with the peer's close frame if it sent one.
+    Closed(Option<CloseFrame>),
+}
+
+impl Clone for PeerEvent {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Text(text) => Self::Text(text.clone()),
+            Self::Binary(bytes) => Self::Binary(bytes.clone()),
+            Self::Closed(frame) => Self::Closed(frame.clone()),
+        }
+    }
+}
+
+/// The host side of a guest's `session` resource.
+pub struct Session {
+    incoming: mpsc::Receiver<PeerEvent>,
+    /// An event taken by [`Session::ready`] and not yet handed out.
+    pending: Option<PeerEvent>,
+    /// Set once `closed` was handed out; it is handed out again every time.
+    finished: Option<Option<CloseFrame>>,
+    outgoing: mpsc::Sender<Outgoing>,
+    closing: bool,
+}
+
+/// The session is closed or closing.
+#[derive(Debug)]
+pub struct Closed;
+
+impl Session {
+    fn new(incoming: mpsc::Receiver<PeerEvent>, outgoing: mpsc::Sender<Outgoing>) -> Self {
+        Self {
+            incoming,
+            pending: None,
+            finished: None,
+            outgoing,
+            closing: false,
+        }
+    }
+
+    /// Waits until [`Session::try_next`] has an event.
+    pub async fn ready(&mut self) {
+        if self.pending.is_none() && self.finished.is_none() {
+            self.pending = Some(
+                self.incoming
+                    .recv()
+                    .await
+                    .unwrap_or(PeerEvent::Closed(None)),
+            );
+        }
+    }
+
+    /// Whether `closed` has been handed out.
+    pub fn is_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next(&mut self) -> Option<PeerEvent> {
+        if let Some(frame) = &self.finished {
+            return Some(PeerEvent::Closed(frame.clone()));
+        }
+        let event = self
+            .pending
+            .take()
+            .or_else(|| match self.incoming.try_recv() {
+                Ok(event) => Some(event),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => Some(PeerEvent::Closed(None)),
+            })?;
+        if let PeerEvent::Closed(frame) = &event {
+            self.finished = Some(frame.clone());
+        }
+        Some(event)
+    }
+
+    /// Queues `message`, waiting while the queue is full.
+    pub async fn send(&self, message: Message) -> Result<(), Closed> {
+        if self.closing {
+            return Err(Closed);
+        }
+        self.outgoing
+            .send(Outgoing::Message(message))
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// Starts the closing handshake. Fails for a code a peer may not send.
+    pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), String> {
+        let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+        if !sendable {
+            return Err(format!("{code} is not a close code a session may send"));
+        }
+        if std::mem::replace(&mut self.closing, true) {
+            return Ok(());
+        }
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = close_frame(CloseCode::from(code), &reason[..end]);
+        let _ = self.outgoing.send(Outgoing::Close(frame)).await;
+        Ok(())
+    }
+}
+
+/// The guest's refusal as a response.
+fn refusal_response(refusal: wit::Response) -> Response {
+    let mut response = hyper::Response::new(
+        Full::new(Bytes::from(refusal.body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = StatusCode::from_u16(refusal.status)
+        .ok()
+        .filter(|status| !status.is_informational() && !status.is_success())
+        .unwrap_or(StatusCode::FORBIDDEN);
+    for (name, value) in refusal.headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}

@@ -1,0 +1,101 @@
+//! A test guest serving websocket sessions.
+//!
+//! - `/echo` (callback style): sends every message back; the text
+//!   `close CODE REASON` closes the session with that code and reason,
+//!   `panic` traps the instance; the peer's close frame is printed.
+//! - `/room` (loop style): every text message is published on the topic
+//!   `room` and every message of the topic is sent to the peer.
+//! - `/private`: refused with 401 unless the query is `token=open-sesame`.
+//! - `/plain`: an ordinary HTTP route.
+
+use cyclone_sdk::pubsub::{self, Event};
+use cyclone_sdk::time::{Either, select};
+use cyclone_sdk::websocket::{CloseFrame, Message, WebSocket, WebSocketHandler};
+use cyclone_sdk::{Application, HttpError, Request, Response};
+
+/// Echoes, in Tornado's callback style.
+struct Echo;
+
+impl WebSocketHandler for Echo {
+    async fn open(&mut self, _ws: &WebSocket, req: &mut Request) {
+        println!("echo session opened at {}", req.path());
+    }
+
+    async fn on_message(&mut self, ws: &WebSocket, message: Message) {
+        if let Message::Text(text) = &message {
+            if text == "panic" {
+                panic!("the session was asked to panic");
+            }
+            if let Some(rest) = text.strip_prefix("close ") {
+                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                ws.close(code.parse().unwrap_or(1000), reason).await;
+                return;
+            }
+        }
+        let _ = ws.send(message).await;
+    }
+
+    async fn on_close(&mut self, frame: Option<&CloseFrame>) {
+        match frame {
+            Some(frame) => println!("closed by peer: {} {}", frame.code, frame.reason),
+            None => println!("closed without a frame"),
+        }
+    }
+}
+
+/// A room on the pub/sub topic `room`, in loop style.
+struct Room;
+
+impl WebSocketHandler for Room {
+    async fn run(&mut self, mut ws: WebSocket, _req: &mut Request) {
+        let mut room = pubsub::subscribe("room");
+        loop {
+            match select(ws.recv(), room.next()).await {
+                Either::Left(Some(Message::Text(text))) => {
+                    if let Err(e) = pubsub::publish("room", text) {
+                        eprintln!("publish failed: {e}");
+                    }
+                }
+                Either::Left(Some(Message::Binary(_))) => {}
+                Either::Left(None) => return,
+                Either::Right(Event::Message(message)) => {
+                    let text = message.text().unwrap_or_default().to_owned();
+                    if ws.send(format!("{} {text}", message.id)).await.is_err() {
+                        return;
+                    }
+                }
+                Either::Right(Event::Lagged(n)) => eprintln!("lagged by {n}"),
+            }
+        }
+    }
+}
+
+/// Lets in only those who know the token.
+struct Private;
+
+impl WebSocketHandler for Private {
+    async fn connect(&mut self, req: &mut Request) -> Result<(), HttpError> {
+        match req.query() {
+            Some("token=open-sesame") => Ok(()),
+            _ => Err(HttpError::unauthorized("a token is needed")),
+        }
+    }
+
+    async fn on_message(&mut self, ws: &WebSocket, _message: Message) {
+        let _ = ws.send("welcome").await;
+    }
+}
+
+async fn plain(_req: &mut Request) -> Response {
+    Response::text("plain HTTP")
+}
+
+/// The routes.
+#[cyclone_sdk::app]
+fn app() -> Application {
+    Application::new()
+        .websocket("/echo", Echo)
+        .websocket("/room", Room)
+        .websocket("/private", Private)
+        .get("/plain", plain)
+}

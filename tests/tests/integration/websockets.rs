@@ -1,0 +1,248 @@
+//! WebSocket sessions through the real binary and a real websocket client,
+//! against the `sockets` test guest: echo, broadcast over pub/sub, close
+//! codes both ways, the message cap, origins, refusal, traps and release.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use cyclone_tests::{Cyclone, components, manifest};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+type Socket = WebSocket<TcpStream>;
+
+/// The sockets guest at `/...`, with `extra` manifest lines for its app.
+fn sockets(extra: &str) -> Cyclone {
+    let (_dir, path) = manifest(&format!(
+        "[apps.sockets]\ncomponent = {:?}\nroutes = [\"/...\"]\n{extra}\n",
+        components::SOCKETS
+    ));
+    Cyclone::serve(&path)
+}
+
+/// A handshake on `path` with extra `headers`: the socket, or the refusal's
+/// status and body.
+fn open_with(
+    server: &Cyclone,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, (u16, String)> {
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}{path}",
+        server.addr()
+    ))
+    .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    match tungstenite::client(request, stream) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => Err((
+            response.status().as_u16(),
+            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+        )),
+        Err(e) => panic!("handshake on {path} failed: {e}"),
+    }
+}
+
+fn open(server: &Cyclone, path: &str) -> Socket {
+    open_with(server, path, &[]).unwrap_or_else(|(status, body)| panic!("{path}: {status} {body}"))
+}
+
+/// The next data message or close frame, skipping pings.
+fn next(socket: &mut Socket) -> Message {
+    loop {
+        match socket.read() {
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(message) => return message,
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+}
+
+fn text(socket: &mut Socket) -> String {
+    match next(socket) {
+        Message::Text(text) => text.as_str().to_owned(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// The close frame the server sends next.
+fn close_frame(socket: &mut Socket) -> (u16, String) {
+    match next(socket) {
+        Message::Close(Some(frame)) => (frame.code.into(), frame.reason.as_str().to_owned()),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[test]
+fn echoes_text_and_binary() {
+    let server = sockets("");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("hello")).unwrap();
+    assert_eq!(text(&mut socket), "hello");
+    let bytes: Vec<u8> = (0..=255).collect();
+    socket.send(Message::binary(bytes.clone())).unwrap();
+    match next(&mut socket) {
+        Message::Binary(got) => assert_eq!(got.as_ref(), bytes.as_slice()),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    assert!(server.wait_for_log("echo session opened at /echo", Duration::from_secs(5)));
+}
+
+#[test]
+fn three_clients_all_receive_a_broadcast() {
+    let server = sockets("");
+    let mut clients: Vec<Socket> = (0..3).map(|_| open(&server, "/room")).collect();
+    // Each session subscribes as it starts; give the three a moment to.
+    std::thread::sleep(Duration::from_millis(300));
+    clients[1].send(Message::text("hi all")).unwrap();
+    for client in &mut clients {
+        assert_eq!(text(client), "1 hi all");
+    }
+    clients[2].send(Message::text("again")).unwrap();
+    for client in &mut clients {
+        assert_eq!(text(client), "2 again");
+    }
+}
+
+#[test]
+fn the_guest_closes_with_its_code_and_reason() {
+    let server = sockets("");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("close 4001 see you")).unwrap();
+    assert_eq!(close_frame(&mut socket), (4001, "see you".to_owned()));
+    assert!(server.wait_for_log("websocket session ended (closed)", Duration::from_secs(10)));
+}
+
+#[test]
+fn the_guest_sees_the_clients_close_code_and_reason() {
+    let server = sockets("");
+    let mut socket = open(&server, "/echo");
+    socket
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4002),
+            reason: "done here".into(),
+        }))
+        .unwrap();
+    // The server answers the close; its reply echoes the code.
+    assert!(matches!(next(&mut socket), Message::Close(_)));
+    assert!(server.wait_for_log("closed by peer: 4002 done here", Duration::from_secs(5)));
+    assert!(server.wait_for_log("websocket session ended", Duration::from_secs(10)));
+}
+
+#[test]
+fn a_message_over_the_cap_closes_with_1009() {
+    let server = sockets("websocket_max_message_kb = 64");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("small")).unwrap();
+    assert_eq!(text(&mut socket), "small");
+    socket.send(Message::binary(vec![7u8; 1 << 20])).unwrap();
+    assert_eq!(close_frame(&mut socket).0, 1009);
+    assert!(server.wait_for_log(
+        "websocket session ended (message too big)",
+        Duration::from_secs(10)
+    ));
+    // The host goes on serving sessions.
+    let mut again = open(&server, "/echo");
+    again.send(Message::text("still here")).unwrap();
+    assert_eq!(text(&mut again), "still here");
+}
+
+#[test]
+fn a_foreign_origin_is_refused_with_403() {
+    let server = sockets("");
+    let refused = open_with(&server, "/echo", &[("Origin", "http://evil.example")]);
+    assert_eq!(refused.map(|_| ()).unwrap_err().0, 403);
+    let own = format!("http://{}", server.addr());
+    let mut socket = open_with(&server, "/echo", &[("Origin", own.as_str())]).unwrap();
+    socket.send(Message::text("same origin")).unwrap();
+    assert_eq!(text(&mut socket), "same origin");
+
+    let server = sockets("websocket_allowed_origins = [\"http://friend.example\"]");
+    assert!(open_with(&server, "/echo", &[("Origin", "http://friend.example")]).is_ok());
+    let refused = open_with(&server, "/echo", &[("Origin", "http://evil.example")]);
+    assert_eq!(refused.map(|_| ()).unwrap_err().0, 403);
+}
+
+#[test]
+fn the_guest_may_refuse_a_session() {
+    let server = sockets("");
+    let (status, body) = open_with(&server, "/private", &[]).map(|_| ()).unwrap_err();
+    assert_eq!(status, 401, "{body}");
+    let mut socket = open(&server, "/private?token=open-sesame");
+    socket.send(Message::text("knock")).unwrap();
+    assert_eq!(text(&mut socket), "welcome");
+    // No websocket route at the path, and a plain request to a websocket route.
+    assert_eq!(
+        open_with(&server, "/nowhere", &[])
+            .map(|_| ())
+            .unwrap_err()
+            .0,
+        404
+    );
+    let reply = server.get("/echo");
+    assert_eq!(reply.status, 400);
+    assert!(reply.body.contains("Upgrade"), "{}", reply.body);
+    assert_eq!(server.get("/plain").body, "plain HTTP");
+}
+
+#[test]
+fn a_trapping_session_closes_with_1011_and_others_go_on() {
+    let server = sockets("");
+    let mut bystander = open(&server, "/echo");
+    let mut doomed = open(&server, "/echo");
+    doomed.send(Message::text("panic")).unwrap();
+    assert_eq!(close_frame(&mut doomed).0, 1011);
+    assert!(server.wait_for_log("the session was asked to panic", Duration::from_secs(5)));
+    bystander.send(Message::text("unaffected")).unwrap();
+    assert_eq!(text(&mut bystander), "unaffected");
+    let mut newcomer = open(&server, "/echo");
+    newcomer.send(Message::text("new")).unwrap();
+    assert_eq!(text(&mut newcomer), "new");
+}
+
+#[test]
+fn an_abrupt_disconnect_releases_the_instance() {
+    // One instance in all: the second session can only start once the first
+    // one's instance is released.
+    let server = sockets("max_instances = 1");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("ping")).unwrap();
+    assert_eq!(text(&mut socket), "ping");
+    socket.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+    drop(socket);
+    assert!(server.wait_for_log(
+        "websocket session ended (connection lost); instance released",
+        Duration::from_secs(10)
+    ));
+    assert!(server.wait_for_log("closed without a frame", Duration::from_secs(5)));
+    let mut next_socket = open(&server, "/echo");
+    next_socket.send(Message::text("after")).unwrap();
+    assert_eq!(text(&mut next_socket), "after");
+}
+
+#[test]
+fn the_host_pings_idle_sessions_and_answers_pings() {
+    let server = sockets("websocket_ping_secs = 1");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::Ping("are you there".into())).unwrap();
+    let started = Instant::now();
+    let (mut pong, mut ping) = (false, false);
+    while !(pong && ping) && started.elapsed() < Duration::from_secs(5) {
+        match socket.read().unwrap() {
+            Message::Pong(payload) => pong = payload.as_ref() == b"are you there",
+            Message::Ping(_) => ping = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pong && ping, "pong {pong}, ping {ping}");
+}
