@@ -18,6 +18,8 @@ pub mod components {
     include!(concat!(env!("OUT_DIR"), "/components.rs"));
 }
 
+pub mod ws;
+
 /// How long to wait for the server to start (it may compile components).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 

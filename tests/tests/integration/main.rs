@@ -1,6 +1,8 @@
 //! The integration tests: one binary, each test starting the real `cyclone`
 //! on port 0 and talking to it with real clients.
 
+mod browser;
+mod chat;
 mod limits;
 mod serve;
 mod tour;

@@ -2,15 +2,13 @@
 //! against the `sockets` test guest: echo, broadcast over pub/sub, close
 //! codes both ways, the message cap, origins, refusal, traps and release.
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, text};
 use cyclone_tests::{Cyclone, components, manifest};
+use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::{Message, WebSocket};
-
-type Socket = WebSocket<TcpStream>;
 
 /// The sockets guest at `/...`, with `extra` manifest lines for its app.
 fn sockets(extra: &str) -> Cyclone {
@@ -19,68 +17,6 @@ fn sockets(extra: &str) -> Cyclone {
         components::SOCKETS
     ));
     Cyclone::serve(&path)
-}
-
-/// A handshake on `path` with extra `headers`: the socket, or the refusal's
-/// status and body.
-fn open_with(
-    server: &Cyclone,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<Socket, (u16, String)> {
-    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}{path}",
-        server.addr()
-    ))
-    .unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    let stream = TcpStream::connect(server.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    match tungstenite::client(request, stream) {
-        Ok((socket, _)) => Ok(socket),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => Err((
-            response.status().as_u16(),
-            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
-        )),
-        Err(e) => panic!("handshake on {path} failed: {e}"),
-    }
-}
-
-fn open(server: &Cyclone, path: &str) -> Socket {
-    open_with(server, path, &[]).unwrap_or_else(|(status, body)| panic!("{path}: {status} {body}"))
-}
-
-/// The next data message or close frame, skipping pings.
-fn next(socket: &mut Socket) -> Message {
-    loop {
-        match socket.read() {
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(message) => return message,
-            Err(e) => panic!("reading: {e}"),
-        }
-    }
-}
-
-fn text(socket: &mut Socket) -> String {
-    match next(socket) {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
-
-/// The close frame the server sends next.
-fn close_frame(socket: &mut Socket) -> (u16, String) {
-    match next(socket) {
-        Message::Close(Some(frame)) => (frame.code.into(), frame.reason.as_str().to_owned()),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
 }
 
 #[test]

@@ -1,0 +1,224 @@
+//! `examples/chat` through the real binary: long polling (a waiting poll
+//! released by a post, a thousand at once), websockets, and both in one room.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use cyclone_tests::ws::{close_frame, open, text};
+use cyclone_tests::{Cyclone, components, example_manifest};
+use tungstenite::Message;
+
+/// The chat example with its own manifest, and `edits` to it.
+fn chat(edits: &[(&str, &str)]) -> Cyclone {
+    let (_dir, path) = example_manifest("chat", components::CHAT, edits);
+    Cyclone::serve(&path)
+}
+
+/// Posts a message; returns its id.
+fn post(server: &Cyclone, body: &str) -> u64 {
+    let reply = server.request(
+        "POST",
+        "/a/message/new",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!("body={body}"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let message: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(message["body"], body);
+    message["id"].as_u64().expect("an id")
+}
+
+/// The `(id, body)` pairs of an updates reply.
+fn messages(body: &str) -> Vec<(u64, String)> {
+    let reply: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    reply["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["body"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Polls for updates after `cursor`.
+fn updates(server: &Cyclone, cursor: Option<u64>) -> Vec<(u64, String)> {
+    let form = cursor.map_or_else(String::new, |c| format!("cursor={c}"));
+    let reply = server.request(
+        "POST",
+        "/a/message/updates",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &form,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    messages(&reply.body)
+}
+
+/// Starts a raw updates request on its own connection; read it with [`finish`].
+fn start_poll(server: &Cyclone, cursor: Option<u64>) -> TcpStream {
+    let form = cursor.map_or_else(String::new, |c| format!("cursor={c}"));
+    let mut stream = server.connect();
+    write!(
+        stream,
+        "POST /a/message/updates HTTP/1.1\r\nHost: chat\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    stream
+}
+
+/// Reads the whole answer of a request started by [`start_poll`]: its body.
+fn finish(mut stream: TcpStream) -> String {
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("reading the poll");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").expect("a body").1.to_owned()
+}
+
+#[test]
+fn the_page_and_the_manifest_defaults() {
+    let server = chat(&[]);
+    let page = server.get("/");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.body.contains("/chatsocket") && page.body.contains("/a/message/updates"));
+    // Kept messages: all of them without a cursor, the newer ones after one.
+    let ids: Vec<u64> = ["one", "two", "three"]
+        .iter()
+        .map(|b| post(&server, b))
+        .collect();
+    assert_eq!(
+        updates(&server, None),
+        [
+            (ids[0], "one".into()),
+            (ids[1], "two".into()),
+            (ids[2], "three".into())
+        ]
+    );
+    assert_eq!(
+        updates(&server, Some(ids[0])),
+        [(ids[1], "two".into()), (ids[2], "three".into())]
+    );
+    // Bad input is a 400, not a crash.
+    let reply = server.request(
+        "POST",
+        "/a/message/updates",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "cursor=abc",
+    );
+    assert_eq!(reply.status, 400);
+    let reply = server.request(
+        "POST",
+        "/a/message/new",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "nobody=1",
+    );
+    assert_eq!(reply.status, 400);
+    // The manifest caps websocket messages at 64 KiB.
+    let mut socket = open(&server, "/chatsocket");
+    for _ in 0..3 {
+        text(&mut socket); // the kept messages
+    }
+    socket.send(Message::text("x".repeat(100 << 10))).unwrap();
+    assert_eq!(close_frame(&mut socket).0, 1009);
+}
+
+#[test]
+fn a_waiting_poll_returns_soon_after_a_post() {
+    let server = chat(&[]);
+    let first = post(&server, "before");
+    let waiting = start_poll(&server, Some(first));
+    std::thread::sleep(Duration::from_millis(500));
+    let posted = Instant::now();
+    let id = post(&server, "news");
+    let body = finish(waiting);
+    let latency = posted.elapsed();
+    assert_eq!(messages(&body), [(id, "news".to_owned())]);
+    assert!(
+        latency < Duration::from_secs(1),
+        "the poll returned {latency:?} after the post"
+    );
+}
+
+#[test]
+fn one_post_releases_a_thousand_waiting_polls() {
+    const POLLERS: usize = 1_000;
+    // A thousand suspended instances and the poster's: past the default pool of 1000.
+    let server = chat(&[(
+        "[apps.chat]",
+        "[server]\nmax_instances = 1100\n\n[apps.chat]",
+    )]);
+    let pollers: Vec<TcpStream> = (0..POLLERS).map(|_| start_poll(&server, None)).collect();
+    // None is answered while they wait.
+    std::thread::sleep(Duration::from_secs(2));
+    for poller in &pollers {
+        poller.set_nonblocking(true).unwrap();
+        let mut byte = [0u8];
+        let early = (&*poller).read(&mut byte);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a poll was answered before any post: {early:?}"
+        );
+        poller.set_nonblocking(false).unwrap();
+    }
+    let posted = Instant::now();
+    let id = post(&server, "everyone");
+    for poller in pollers {
+        assert_eq!(messages(&finish(poller)), [(id, "everyone".to_owned())]);
+    }
+    let all = posted.elapsed();
+    println!("{POLLERS} polls answered {all:?} after the post");
+    assert!(all < Duration::from_secs(15), "{all:?}");
+}
+
+#[test]
+fn websocket_and_polling_clients_share_the_room() {
+    let server = chat(&[]);
+    let mut alice = open(&server, "/chatsocket");
+    let mut bob = open(&server, "/chatsocket");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Over the websocket: every client, the sender too, and the pollers.
+    let poll = start_poll(&server, None);
+    std::thread::sleep(Duration::from_millis(300));
+    alice.send(Message::text("from a socket")).unwrap();
+    for client in [&mut alice, &mut bob] {
+        let message: serde_json::Value = serde_json::from_str(&text(client)).unwrap();
+        assert_eq!(message["body"], "from a socket");
+    }
+    let polled = messages(&finish(poll));
+    assert_eq!(polled.len(), 1);
+    assert_eq!(polled[0].1, "from a socket");
+
+    // Posted over HTTP: the websocket clients get it.
+    let id = post(&server, "from a form");
+    for client in [&mut alice, &mut bob] {
+        let message: serde_json::Value = serde_json::from_str(&text(client)).unwrap();
+        assert_eq!(message["id"], id);
+        assert_eq!(message["body"], "from a form");
+    }
+
+    // A newcomer gets the kept messages first.
+    let mut carol = open(&server, "/chatsocket");
+    let kept: Vec<String> = (0..2)
+        .map(|_| {
+            serde_json::from_str::<serde_json::Value>(&text(&mut carol)).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kept, ["from a socket", "from a form"]);
+}
