@@ -1,7 +1,8 @@
 """The Tornado baseline for the bench scripts, the same routes as
 examples/limits: GET /hello, GET /sleep?ms=N (`await asyncio.sleep`, the
 Tornado way to suspend a request) and GET /spin?ms=N (a busy loop, like the
-blocking bcrypt call in Tornado's docs).
+blocking bcrypt call in Tornado's docs); and the websocket /echo, which sends
+every message back, like the sockets test guest.
 
 Usage: python3 server.py PORT
 """
@@ -12,6 +13,7 @@ import sys
 import time
 
 import tornado.web
+import tornado.websocket
 
 
 class HelloHandler(tornado.web.RequestHandler):
@@ -36,11 +38,21 @@ class SpinHandler(tornado.web.RequestHandler):
         self.write(f"spun {ms} ms\n")
 
 
+class EchoSocket(tornado.websocket.WebSocketHandler):
+    def on_message(self, message):
+        self.write_message(message, binary=isinstance(message, bytes))
+
+
 async def main(port):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     app = tornado.web.Application(
-        [(r"/hello", HelloHandler), (r"/sleep", SleepHandler), (r"/spin", SpinHandler)]
+        [
+            (r"/hello", HelloHandler),
+            (r"/sleep", SleepHandler),
+            (r"/spin", SpinHandler),
+            (r"/echo", EchoSocket),
+        ]
     )
     app.listen(port, address="127.0.0.1", backlog=16384)
     print(f"tornado listening on http://127.0.0.1:{port}", flush=True)
