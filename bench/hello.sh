@@ -21,8 +21,8 @@ need_wasmtime
 
 cd "$root"
 cargo build --quiet --release -p cyclone-host -p hyper-hello
-cargo build --quiet --release --target wasm32-wasip2 -p hello
-hello="$root/target/wasm32-wasip2/release/hello.wasm"
+cargo build --quiet --profile guest --target wasm32-wasip2 -p hello
+hello="$root/target/wasm32-wasip2/guest/hello.wasm"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 # Each branch execs, so $! is the server itself and `kill` stops it.

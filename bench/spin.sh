@@ -18,10 +18,10 @@ python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornad
 
 cd "$root"
 cargo build --quiet --release -p cyclone-host
-cargo build --quiet --release --target wasm32-wasip2 -p limits
+cargo build --quiet --profile guest --target wasm32-wasip2 -p limits
 cat >"$work/cyclone.toml" <<TOML
 [apps.limits]
-component = "$root/target/wasm32-wasip2/release/limits.wasm"
+component = "$root/target/wasm32-wasip2/guest/limits.wasm"
 routes = ["/..."]
 cpu_budget_ms = 60000
 timeout_ms = 60000

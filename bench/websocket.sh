@@ -21,8 +21,8 @@ python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornad
 
 cd "$root"
 cargo build --quiet --release -p cyclone-host -p loadgen
-cargo build --quiet --release --target wasm32-wasip2 -p sockets
-component="$root/target/wasm32-wasip2/release/sockets.wasm"
+cargo build --quiet --profile guest --target wasm32-wasip2 -p sockets
+component="$root/target/wasm32-wasip2/guest/sockets.wasm"
 pool=$((SESSIONS + 100))
 cat >"$work/cyclone.toml" <<TOML
 [server]

@@ -1,7 +1,7 @@
 //! Builds every guest component once for the integration tests.
 //!
 //! Each folder in `examples/` and `tests/guests/` is a workspace package of the
-//! same name. They are built for wasm32-wasip2 in release mode with a target
+//! same name. They are built for wasm32-wasip2 with the `guest` profile and a target
 //! folder inside `OUT_DIR` (so this nested cargo does not wait on the outer
 //! one's lock), and `components.rs` gets one constant per component path, e.g.
 //! `HELLO` for `examples/hello`.
@@ -39,7 +39,7 @@ fn main() {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["build", "--profile", "guest", "--target", "wasm32-wasip2"])
         .arg("--target-dir")
         .arg(&target_dir);
     for name in &names {
@@ -62,10 +62,10 @@ fn main() {
         "building the guest components failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
     );
 
-    let release = target_dir.join("wasm32-wasip2/release");
+    let built = target_dir.join("wasm32-wasip2/guest");
     let mut constants = String::new();
     for (name, package) in names.iter().zip(&packages) {
-        let file = wasm_file(&release, name, package);
+        let file = wasm_file(&built, name, package);
         assert!(
             file.exists(),
             "guest {name} did not produce {}",
@@ -84,10 +84,10 @@ fn main() {
 }
 
 /// Libraries (`cdylib`) are named with underscores, binaries keep their dashes.
-fn wasm_file(release: &Path, name: &str, package: &Path) -> PathBuf {
+fn wasm_file(built: &Path, name: &str, package: &Path) -> PathBuf {
     if package.join("src/lib.rs").exists() {
-        release.join(format!("{}.wasm", name.replace('-', "_")))
+        built.join(format!("{}.wasm", name.replace('-', "_")))
     } else {
-        release.join(format!("{name}.wasm"))
+        built.join(format!("{name}.wasm"))
     }
 }

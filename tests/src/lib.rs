@@ -367,7 +367,7 @@ pub fn example_manifest(
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let original = std::fs::read_to_string(root.join("examples").join(name).join("cyclone.toml"))
         .expect("reading the example manifest");
-    let release_build = format!("../../target/wasm32-wasip2/release/{name}.wasm");
+    let release_build = format!("../../target/wasm32-wasip2/guest/{name}.wasm");
     assert!(
         original.contains(&release_build),
         "the example manifest names the release build {release_build}"
