@@ -72,3 +72,19 @@ else:
 open(path, "w").write(text)
 PY
 }
+
+# watch_memory PID FILE: until PID exits, appends "RSS PSS" (KiB, from
+# /proc/PID/smaps_rollup) to FILE once a second. PSS divides each page among
+# the mappings sharing it, so read-only pages mapped by many instances count
+# once in all; RSS counts them once per mapping.
+watch_memory() {
+    while [ -r "/proc/$1/smaps_rollup" ]; do
+        awk '/^Rss:/ {r = $2} /^Pss:/ {p = $2} END {if (r) print r, p}' "/proc/$1/smaps_rollup" 2>/dev/null || true
+        sleep 1
+    done >>"$2"
+}
+
+# pss_growth FILE: the largest PSS in FILE minus the first, in KiB.
+pss_growth() {
+    awk 'NR == 1 {first = $2} $2 > max {max = $2} END {print max - first}' "$1"
+}

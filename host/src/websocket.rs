@@ -63,7 +63,7 @@ const INCOMING_BUFFER: usize = 4;
 /// Guest messages waiting to be written.
 const OUTGOING_BUFFER: usize = 16;
 /// The connection's read buffer; it grows only for a bigger frame.
-const READ_BUFFER: usize = 4 << 10;
+const READ_BUFFER: usize = 1 << 10;
 
 /// An app's websocket settings, present when its component serves sessions.
 pub struct Support {
@@ -384,8 +384,8 @@ enum Outgoing {
 /// to send.
 async fn pump(
     ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-    incoming: mpsc::Sender<PeerEvent>,
-    mut outgoing: mpsc::Receiver<Outgoing>,
+    incoming: mpsc::Sender<Box<PeerEvent>>,
+    mut outgoing: mpsc::Receiver<Box<Outgoing>>,
     mut done: oneshot::Receiver<CloseFrame>,
     ping: Option<Duration>,
 ) -> Ending {
@@ -430,7 +430,7 @@ async fn pump(
             }
         };
         tokio::select! {
-            next = outgoing.recv(), if outgoing_open && closing_since.is_none() => match next {
+            next = outgoing.recv(), if outgoing_open && closing_since.is_none() => match next.map(|next| *next) {
                 Some(Outgoing::Message(message)) => write!(message),
                 Some(Outgoing::Close(frame)) => {
                     closing_since = Some(Instant::now());
@@ -464,7 +464,7 @@ async fn pump(
                     Some(Err(tungstenite::Error::Capacity(_))) => {
                         let frame = close_frame(CloseCode::Size, "message too big");
                         if let Some(permit) = permit {
-                            permit.send(PeerEvent::Closed(Some(frame.clone())));
+                            permit.send(Box::new(PeerEvent::Closed(Some(frame.clone()))));
                         }
                         let _ = tokio::time::timeout(
                             CLOSE_TIMEOUT,
@@ -480,7 +480,7 @@ async fn pump(
                 };
                 last_heard = Instant::now();
                 if let Some(permit) = permit {
-                    permit.send(event);
+                    permit.send(Box::new(event));
                 }
             }
             _ = tick => {
@@ -523,13 +523,16 @@ impl Clone for PeerEvent {
 }
 
 /// The host side of a guest's `session` resource.
+///
+/// The channels carry boxes: a tokio channel allocates its slots 32 at a
+/// time, so small items keep an idle session small.
 pub struct Session {
-    incoming: mpsc::Receiver<PeerEvent>,
+    incoming: mpsc::Receiver<Box<PeerEvent>>,
     /// An event taken by [`Session::ready`] and not yet handed out.
     pending: Option<PeerEvent>,
     /// Set once `closed` was handed out; it is handed out again every time.
     finished: Option<Option<CloseFrame>>,
-    outgoing: mpsc::Sender<Outgoing>,
+    outgoing: mpsc::Sender<Box<Outgoing>>,
     closing: bool,
 }
 
@@ -538,7 +541,10 @@ pub struct Session {
 pub struct Closed;
 
 impl Session {
-    fn new(incoming: mpsc::Receiver<PeerEvent>, outgoing: mpsc::Sender<Outgoing>) -> Self {
+    fn new(
+        incoming: mpsc::Receiver<Box<PeerEvent>>,
+        outgoing: mpsc::Sender<Box<Outgoing>>,
+    ) -> Self {
         Self {
             incoming,
             pending: None,
@@ -555,7 +561,7 @@ impl Session {
                 self.incoming
                     .recv()
                     .await
-                    .unwrap_or(PeerEvent::Closed(None)),
+                    .map_or(PeerEvent::Closed(None), |event| *event),
             );
         }
     }
@@ -574,7 +580,7 @@ impl Session {
             .pending
             .take()
             .or_else(|| match self.incoming.try_recv() {
-                Ok(event) => Some(event),
+                Ok(event) => Some(*event),
                 Err(mpsc::error::TryRecvError::Empty) => None,
                 Err(mpsc::error::TryRecvError::Disconnected) => Some(PeerEvent::Closed(None)),
             })?;
@@ -590,7 +596,7 @@ impl Session {
             return Err(Closed);
         }
         self.outgoing
-            .send(Outgoing::Message(message))
+            .send(Box::new(Outgoing::Message(message)))
             .await
             .map_err(|_| Closed)
     }
@@ -609,7 +615,7 @@ impl Session {
             end -= 1;
         }
         let frame = close_frame(CloseCode::from(code), &reason[..end]);
-        let _ = self.outgoing.send(Outgoing::Close(frame)).await;
+        let _ = self.outgoing.send(Box::new(Outgoing::Close(frame))).await;
         Ok(())
     }
 }
