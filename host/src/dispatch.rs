@@ -315,7 +315,10 @@ impl GuestFailure {
             Self::Trapped
         };
         match failure {
-            Self::NoInstance | Self::CpuBudget | Self::TimedOut => {
+            Self::CpuBudget => {
+                tracing::warn!(request = id, app = %app, "guest stopped: CPU budget exceeded: {e}");
+            }
+            Self::NoInstance | Self::TimedOut => {
                 tracing::warn!(request = id, app = %app, "guest stopped: {e}");
             }
             Self::Trapped => tracing::error!(request = id, app = %app, "guest failed: {e:?}"),

@@ -49,7 +49,7 @@ use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler
 };
 use crate::config::AppConfig;
 use crate::dispatch::{App, Dispatcher, GuestFailure, NoInstance, Response, TimedOut, plain};
-use crate::limits::CpuClock;
+use crate::limits::{CpuBudgetExceeded, CpuClock};
 
 /// How long a guest may take to return after its connection has ended.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -318,34 +318,40 @@ async fn run(
     store.data_mut().cpu.renew();
     let (done_tx, done_rx) = oneshot::channel();
     let mut pump = std::pin::pin!(pump(ws, incoming_tx, outgoing_rx, done_rx, ping));
-    let (outcome, ending) = {
+    // The guest's failure is logged as soon as it is known, before the
+    // closing handshake; the CPU budget's trap carries its own error.
+    let failed = |e: &wasmtime::Error| {
+        let cpu_exceeded = e.downcast_ref::<CpuBudgetExceeded>().is_some();
+        GuestFailure::classify(e, cpu_exceeded, id, app);
+    };
+    let ending = {
         let mut call = std::pin::pin!(guest.call_run(&mut store, session));
         tokio::select! {
             result = &mut call => {
                 let frame = match &result {
                     Ok(()) => close_frame(CloseCode::Normal, ""),
-                    Err(_) => close_frame(CloseCode::Error, "internal error"),
+                    Err(e) => {
+                        failed(e);
+                        close_frame(CloseCode::Error, "internal error")
+                    }
                 };
                 let _ = done_tx.send(frame);
-                (Some(result), pump.await)
+                pump.await
             }
             ending = &mut pump => {
-                (tokio::time::timeout(CLOSE_GRACE, call).await.ok(), ending)
+                match tokio::time::timeout(CLOSE_GRACE, call).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failed(&e),
+                    Err(_) => tracing::warn!(
+                        request = id, app = %app,
+                        "the session's guest did not return within {CLOSE_GRACE:?} of the connection ending; stopped"
+                    ),
+                }
+                ending
             }
         }
     };
-    let cpu_exceeded = store.data().cpu.exceeded();
     drop(store);
-    match outcome {
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
-            GuestFailure::classify(&e, cpu_exceeded, id, app);
-        }
-        None => tracing::warn!(
-            request = id, app = %app,
-            "the session's guest did not return within {CLOSE_GRACE:?} of the connection ending; stopped"
-        ),
-    }
     tracing::info!(request = id, app = %app, "websocket session ended ({ending}); instance released");
 }
 

@@ -182,3 +182,71 @@ fn the_host_pings_idle_sessions_and_answers_pings() {
     }
     assert!(pong && ping, "pong {pong}, ping {ping}");
 }
+
+#[test]
+fn a_client_that_reads_late_loses_nothing() {
+    let server = sockets("");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("flood 3000")).unwrap();
+    // The guest's sends wait while the client is not reading.
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..3000 {
+        let message = text(&mut socket);
+        let (n, padding) = message.split_once(' ').unwrap();
+        assert_eq!(n.parse::<usize>().unwrap(), i);
+        assert_eq!(padding.len(), 1024);
+    }
+    socket.send(Message::text("after the flood")).unwrap();
+    assert_eq!(text(&mut socket), "after the flood");
+}
+
+#[test]
+fn a_session_outlives_the_request_timeout_and_its_cpu_budget_is_per_message() {
+    let server = sockets("timeout_ms = 1000\ncpu_budget_ms = 300");
+    let mut socket = open(&server, "/echo");
+    // Five messages of 150 ms CPU each: 750 ms in all, 150 ms per message.
+    for _ in 0..5 {
+        socket.send(Message::text("spin 150")).unwrap();
+        assert!(text(&mut socket).starts_with("spun 150"));
+    }
+    // Past the request timeout, the session is still there.
+    std::thread::sleep(Duration::from_millis(1500));
+    socket.send(Message::text("still open")).unwrap();
+    assert_eq!(text(&mut socket), "still open");
+    // One message over the budget ends the session, and only it.
+    let mut other = open(&server, "/echo");
+    socket.send(Message::text("spin 2000")).unwrap();
+    assert_eq!(close_frame(&mut socket).0, 1011);
+    assert!(server.wait_for_log("CPU budget", Duration::from_secs(5)));
+    other.send(Message::text("fine")).unwrap();
+    assert_eq!(text(&mut other), "fine");
+}
+
+#[test]
+fn a_lagging_subscriber_is_told_how_many_it_missed() {
+    let server = sockets("pubsub_buffer = 8");
+    assert_eq!(server.get("/lag?n=20").body, "lagged 12");
+    assert_eq!(server.get("/lag?n=5").body, "message 21");
+}
+
+#[test]
+fn apps_have_their_own_topics() {
+    let (_dir, path) = manifest(&format!(
+        "[apps.one]\ncomponent = {c:?}\nroutes = [\"/one/...\"]\npubsub_history = 10\n\
+         [apps.two]\ncomponent = {c:?}\nroutes = [\"/two/...\"]\npubsub_history = 10\n",
+        c = components::SOCKETS
+    ));
+    let server = Cyclone::serve(&path);
+    assert_eq!(server.get("/one/publish?topic=news&body=first").body, "1");
+    assert_eq!(server.get("/one/publish?topic=news&body=second").body, "2");
+    assert_eq!(
+        server.get("/two/publish?topic=news&body=elsewhere").body,
+        "1"
+    );
+    assert_eq!(
+        server.get("/one/recent?topic=news").body,
+        "1:first\n2:second"
+    );
+    assert_eq!(server.get("/two/recent?topic=news").body, "1:elsewhere");
+    assert_eq!(server.get("/two/recent?topic=other").body, "");
+}

@@ -2,11 +2,19 @@
 //!
 //! - `/echo` (callback style): sends every message back; the text
 //!   `close CODE REASON` closes the session with that code and reason,
-//!   `panic` traps the instance; the peer's close frame is printed.
+//!   `panic` traps the instance, `spin MS` keeps the CPU busy for MS
+//!   milliseconds and answers `spun MS`, `flood N` sends N numbered 1 KiB
+//!   messages at once; the peer's close frame is printed.
 //! - `/room` (loop style): every text message is published on the topic
 //!   `room` and every message of the topic is sent to the peer.
 //! - `/private`: refused with 401 unless the query is `token=open-sesame`.
 //! - `/plain`: an ordinary HTTP route.
+//! - `/{app}/publish?topic=T&body=B` publishes (answers the id),
+//!   `/{app}/recent?topic=T` lists the kept messages as `ID:BODY` lines
+//!   (`{app}` lets one manifest mount this component twice).
+//! - `/lag?n=N`: subscribes to `lag`, publishes N messages without reading,
+//!   then answers what the subscription delivers first (`lagged K` or
+//!   `message ID`).
 
 use cyclone_sdk::pubsub::{self, Event};
 use cyclone_sdk::time::{Either, select};
@@ -25,6 +33,25 @@ impl WebSocketHandler for Echo {
         if let Message::Text(text) = &message {
             if text == "panic" {
                 panic!("the session was asked to panic");
+            }
+            if let Some(ms) = text.strip_prefix("spin ") {
+                let ms: u64 = ms.parse().unwrap_or(0);
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                let mut x = 1u64;
+                while std::time::Instant::now() < until {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                let _ = ws.send(format!("spun {ms} ({})", x % 2)).await;
+                return;
+            }
+            if let Some(n) = text.strip_prefix("flood ") {
+                let padding = "x".repeat(1024);
+                for i in 0..n.parse().unwrap_or(0) {
+                    if ws.send(format!("{i} {padding}")).await.is_err() {
+                        return;
+                    }
+                }
+                return;
             }
             if let Some(rest) = text.strip_prefix("close ") {
                 let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -90,6 +117,37 @@ async fn plain(_req: &mut Request) -> Response {
     Response::text("plain HTTP")
 }
 
+async fn publish(req: &mut Request) -> Result<Response, HttpError> {
+    let topic = req.argument("topic")?;
+    let body = req.argument("body")?;
+    let id = pubsub::publish(&topic, body).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    Ok(Response::text(id.to_string()))
+}
+
+async fn recent(req: &mut Request) -> Result<Response, HttpError> {
+    let topic = req.argument("topic")?;
+    let lines: Vec<String> = pubsub::recent(&topic, None)
+        .iter()
+        .map(|m| format!("{}:{}", m.id, m.text().unwrap_or_default()))
+        .collect();
+    Ok(Response::text(lines.join("\n")))
+}
+
+async fn lag(req: &mut Request) -> Result<Response, HttpError> {
+    let n: u64 = req
+        .argument("n")?
+        .parse()
+        .map_err(|_| HttpError::bad_request("n"))?;
+    let mut subscription = pubsub::subscribe("lag");
+    for i in 0..n {
+        pubsub::publish("lag", i.to_string()).map_err(|e| HttpError::internal(e.to_string()))?;
+    }
+    Ok(Response::text(match subscription.next().await {
+        Event::Lagged(k) => format!("lagged {k}"),
+        Event::Message(m) => format!("message {}", m.id),
+    }))
+}
+
 /// The routes.
 #[cyclone_sdk::app]
 fn app() -> Application {
@@ -98,4 +156,7 @@ fn app() -> Application {
         .websocket("/room", Room)
         .websocket("/private", Private)
         .get("/plain", plain)
+        .get("/lag", lag)
+        .get("/{app}/publish", publish)
+        .get("/{app}/recent", recent)
 }
