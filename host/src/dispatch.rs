@@ -135,6 +135,7 @@ pub struct Dispatcher {
     router: Router<Arc<App>>,
     admission: Admission,
     next_request_id: AtomicU64,
+    sessions: websocket::Sessions,
 }
 
 impl Dispatcher {
@@ -144,7 +145,24 @@ impl Dispatcher {
             router,
             admission: Admission::new(server),
             next_request_id: AtomicU64::new(1),
+            sessions: websocket::Sessions::default(),
         }
+    }
+
+    /// The open websocket sessions.
+    pub(crate) fn sessions(&self) -> &websocket::Sessions {
+        &self.sessions
+    }
+
+    /// Tells every websocket session, open or opening, to close with 1001
+    /// (going away); see [`Dispatcher::sessions_closed`].
+    pub fn close_sessions(&self) {
+        self.sessions.close_all();
+    }
+
+    /// Returns once no websocket session is open.
+    pub async fn sessions_closed(&self) {
+        self.sessions.all_closed().await;
     }
 
     /// Takes an instance permit for `app`: per app first, so one app's

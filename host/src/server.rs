@@ -132,10 +132,18 @@ async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(config.drain_timeout(), graceful.shutdown())
+    // Websocket sessions close with 1001 while requests drain.
+    dispatcher.close_sessions();
+    let drained = async {
+        graceful.shutdown().await;
+        dispatcher.sessions_closed().await;
+    };
+    if tokio::time::timeout(config.drain_timeout(), drained)
         .await
         .is_err()
     {
-        tracing::warn!("drain timeout passed with requests still in flight; closing them");
+        tracing::warn!(
+            "drain timeout passed with requests or websocket sessions still open; closing them"
+        );
     }
 }

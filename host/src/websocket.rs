@@ -18,7 +18,9 @@
 //! traps closes it with 1011; a guest that returns closes it with 1000. When
 //! the connection ends the guest sees `closed` and has [`CLOSE_GRACE`] to
 //! return before its instance is dropped; either way its permit is released
-//! and a log line says how the session ended.
+//! and a log line says how the session ended. On shutdown every session is
+//! closed with 1001 and the server waits for them as for requests, up to
+//! `drain_timeout_secs`.
 //!
 //! Limits: `timeout_ms` bounds `connect` only, never a session; the CPU
 //! budget applies to the work between two events the guest receives; the
@@ -33,7 +35,7 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -64,6 +66,49 @@ const INCOMING_BUFFER: usize = 4;
 const OUTGOING_BUFFER: usize = 16;
 /// The connection's read buffer; it grows only for a bigger frame.
 const READ_BUFFER: usize = 1 << 10;
+
+/// The open sessions of a process, and the signal that closes them all.
+#[derive(Debug)]
+pub struct Sessions {
+    going_away: watch::Sender<bool>,
+    open: watch::Sender<usize>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            going_away: watch::Sender::new(false),
+            open: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Sessions {
+    /// Tells every session to close with 1001 (going away).
+    pub fn close_all(&self) {
+        self.going_away.send_replace(true);
+    }
+
+    /// Returns once no session is open.
+    pub async fn all_closed(&self) {
+        let _ = self.open.subscribe().wait_for(|open| *open == 0).await;
+    }
+
+    /// Counts a session as open until the returned guard is dropped.
+    fn opened(&self) -> OpenSession {
+        self.open.send_modify(|open| *open += 1);
+        OpenSession(self.open.clone())
+    }
+}
+
+/// One open session, counted in [`Sessions`] until dropped.
+struct OpenSession(watch::Sender<usize>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
+    }
+}
 
 /// An app's websocket settings, present when its component serves sessions.
 pub struct Support {
@@ -195,8 +240,11 @@ pub(crate) async fn handle(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (decided, decision) = oneshot::channel();
     let app = app.clone();
+    let open = dispatcher.sessions().opened();
+    let going_away = dispatcher.sessions().going_away.subscribe();
     tokio::spawn(async move {
         let _permits = permits;
+        let _open = open;
         let Some((store, guest)) = connect(&app, store, request, decided, id).await else {
             return;
         };
@@ -216,7 +264,7 @@ pub(crate) async fn handle(
             Some(support.config),
         )
         .await;
-        run(store, guest, ws, support.ping, id, app.name()).await;
+        run(store, guest, ws, support.ping, going_away, id, app.name()).await;
     });
     match decision.await {
         Ok(Decision::Accept) => {
@@ -300,6 +348,7 @@ async fn run(
     guest: Guest,
     ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
     ping: Option<Duration>,
+    going_away: watch::Receiver<bool>,
     id: u64,
     app: &str,
 ) {
@@ -317,7 +366,14 @@ async fn run(
     };
     store.data_mut().cpu.renew();
     let (done_tx, done_rx) = oneshot::channel();
-    let mut pump = std::pin::pin!(pump(ws, incoming_tx, outgoing_rx, done_rx, ping));
+    let mut pump = std::pin::pin!(pump(
+        ws,
+        incoming_tx,
+        outgoing_rx,
+        done_rx,
+        ping,
+        going_away,
+    ));
     // The guest's failure is logged as soon as it is known, before the
     // closing handshake; the CPU budget's trap carries its own error.
     let failed = |e: &wasmtime::Error| {
@@ -394,6 +450,7 @@ async fn pump(
     mut outgoing: mpsc::Receiver<Box<Outgoing>>,
     mut done: oneshot::Receiver<CloseFrame>,
     ping: Option<Duration>,
+    mut going_away: watch::Receiver<bool>,
 ) -> Ending {
     let (mut sink, mut stream) = ws.split();
     let write_timeout = ping.map_or(WRITE_TIMEOUT, |ping| ping * 2);
@@ -495,6 +552,10 @@ async fn pump(
                     return Ending::Unresponsive;
                 }
                 write!(Message::Ping(Bytes::new()));
+            }
+                        () = async { let _ = going_away.wait_for(|away| *away).await; }, if closing_since.is_none() => {
+                closing_since = Some(Instant::now());
+                write!(Message::Close(Some(close_frame(CloseCode::Away, "server shutting down"))));
             }
             () = close_deadline => return Ending::Closed,
         }

@@ -250,3 +250,28 @@ fn apps_have_their_own_topics() {
     assert_eq!(server.get("/two/recent?topic=news").body, "1:elsewhere");
     assert_eq!(server.get("/two/recent?topic=other").body, "");
 }
+
+#[test]
+fn shutdown_closes_sessions_with_1001_and_waits_for_them() {
+    let mut server = sockets("");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("before")).unwrap();
+    assert_eq!(text(&mut socket), "before");
+    server.terminate();
+    assert_eq!(
+        close_frame(&mut socket),
+        (1001, "server shutting down".to_owned())
+    );
+    // Reading on sends the client's reply, which ends the closing handshake.
+    assert!(socket.read().is_err());
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("cyclone exits once its sessions are closed");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|line| line.contains("closed by peer: 1001"))
+    );
+}
