@@ -62,29 +62,32 @@ for name in cyclone wasmtime-serve wasmtime-serve-sized tornado; do
     port=$(free_port)
     start "$name" "$port"
     base=$(kib "$server_pid" VmRSS)
+    watch_memory "$server_pid" "$work/$name.memory" &
+    watcher=$!
     line=$("$root/target/release/loadgen" --url "http://127.0.0.1:$port/sleep?ms=$SLEEP_MS" \
         --requests "$REQUESTS" --timeout-secs 60)
     peak=$(kib "$server_pid" VmHWM)
-    echo "$name $base $peak $line" | tee -a "$work/results" >&2
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+    wait "$watcher" 2>/dev/null || true
+    echo "$name $base $peak $(pss_growth "$work/$name.memory") $line" | tee -a "$work/results" >&2
 done
 
 table=$(python3 - "$work/results" "$REQUESTS" <<'PY'
 import sys
 requests = int(sys.argv[2])
-print("| server | succeeded | errors | wall time | requests/s | p50 | p99 | peak RSS | RSS per request (peak − idle) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| server | succeeded | errors | wall time | requests/s | p50 | p99 | peak RSS | RSS per request (peak − idle) | PSS per request (peak − idle) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for line in open(sys.argv[1]):
-    name, base, peak, rest = line.split(maxsplit=3)
+    name, base, peak, pss, rest = line.split(maxsplit=4)
     f = dict(kv.split("=", 1) for kv in rest.split() if "=" in kv)
     failed = int(f["other_status"]) + int(f["errors"])
     kinds = ", ".join(x for x in (f["other"].strip("[]"), f["error_kinds"].strip("[]")) if x)
     per = (int(peak) - int(base)) / requests
     print(f"| {name} | {int(f['ok']):,} | {failed:,}{' (' + kinds + ')' if kinds else ''} | {float(f['elapsed_s']):.2f} s "
-          f"| {float(f['rps']):,.0f} | {f['p50_ms']} ms | {f['p99_ms']} ms | {int(peak)/1024:,.0f} MiB | {per:,.1f} KiB |")
+          f"| {float(f['rps']):,.0f} | {f['p50_ms']} ms | {f['p99_ms']} ms | {int(peak)/1024:,.0f} MiB | {per:,.1f} KiB | {int(pss) / requests:,.1f} KiB |")
 PY
 )
 header="$REQUESTS concurrent \`GET /sleep?ms=$SLEEP_MS\`, one connection each: $(machine_line bench/sleep.sh).
-Client: \`bench/loadgen\` (tokio + hyper) on the same machine, all requests started at once, 60 s timeout. Peak RSS is the server's VmHWM; RSS per request divides its growth over the idle server by $REQUESTS (for a server that did not hold all $REQUESTS at once, this understates its cost per request). In cyclone's figure, about 60 KiB per instance are the component's read-only image pages, shared between instances but counted by the kernel once per mapping. cyclone and \`wasmtime serve\` run \`examples/limits\` (a cyclone-sdk component); \`wasmtime serve\` with \`-Scli\`, and \"sized\" adds pooling flags for $((REQUESTS + 100)) instances with 16 MiB memories, as cyclone's manifest asks for. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, \`await asyncio.sleep\`. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
+Client: \`bench/loadgen\` (tokio + hyper) on the same machine, all requests started at once, 60 s timeout. Peak RSS is the server's VmHWM; RSS per request divides its growth over the idle server by $REQUESTS (for a server that did not hold all $REQUESTS at once, this understates its cost per request). PSS is sampled once a second from \`/proc/PID/smaps_rollup\`: it counts a page shared by many mappings once, where RSS counts it once per mapping — each cyclone instance maps its component's data pages (read-only ones shared by all instances, and the kernel maps a fault's neighbouring pages too), so RSS overstates what the instances cost. cyclone and \`wasmtime serve\` run \`examples/limits\` (a cyclone-sdk component); \`wasmtime serve\` with \`-Scli\`, and \"sized\" adds pooling flags for $((REQUESTS + 100)) instances with 16 MiB memories, as cyclone's manifest asks for. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, \`await asyncio.sleep\`. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
 write_section sleep "Suspended requests" "$header" "$table"
 echo "$table"

@@ -51,11 +51,15 @@
 //! The [`guide`] builds a whole application step by step.
 //!
 //! The [`handler`] attribute alone also works for a single function from a
-//! [`Request`] to anything that implements [`IntoResponse`].
+//! [`Request`] to anything that implements [`IntoResponse`]. An application
+//! with websocket routes ([`Application::websocket`], see [`websocket`]) is
+//! exported with [`app`] on a `fn() -> Application` instead; [`pubsub`]
+//! connects an app's requests and sessions.
 //!
-//! Each request runs in a fresh instance: statics start over for every
-//! request, and a panic ends the instance — the host answers 500 and logs the
-//! panic message; the client sees neither.
+//! Each request (and each websocket session) runs in a fresh instance:
+//! statics start over for every request, and a panic ends the instance — the
+//! host answers 500 (or closes the session with 1011) and logs the panic
+//! message; the client sees neither.
 #![deny(missing_docs)]
 
 mod app;
