@@ -88,3 +88,20 @@ watch_memory() {
 pss_growth() {
     awk 'NR == 1 {first = $2} $2 > max {max = $2} END {print max - first}' "$1"
 }
+
+# pooled_app NAME POOL [LINE...]: builds the release host, loadgen and the
+# component NAME (guest profile), sets $component to it, and writes
+# $work/cyclone.toml serving it at every path with POOL instances (and POOL
+# queue places), plus each LINE in the app's table.
+pooled_app() {
+    local name=$1 pool=$2
+    shift 2
+    cargo build --quiet --release -p cyclone-host -p loadgen
+    cargo build --quiet --profile guest --target wasm32-wasip2 -p "$name"
+    component="$root/target/wasm32-wasip2/guest/$name.wasm"
+    {
+        printf '[server]\nmax_instances = %s\nmax_queued = %s\n\n' "$pool" "$pool"
+        printf '[apps.%s]\ncomponent = "%s"\nroutes = ["/..."]\n' "$name" "$component"
+        printf '%s\n' "$@"
+    } >"$work/cyclone.toml"
+}

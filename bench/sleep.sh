@@ -20,21 +20,8 @@ need_wasmtime
 python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornado
 
 cd "$root"
-cargo build --quiet --release -p cyclone-host -p loadgen
-cargo build --quiet --profile guest --target wasm32-wasip2 -p limits
-component="$root/target/wasm32-wasip2/guest/limits.wasm"
 pool=$((REQUESTS + 100))
-cat >"$work/cyclone.toml" <<TOML
-[server]
-max_instances = $pool
-max_queued = $pool
-
-[apps.limits]
-component = "$component"
-routes = ["/..."]
-timeout_ms = $((SLEEP_MS * 10))
-max_memory_mb = 16
-TOML
+pooled_app limits "$pool" "timeout_ms = $((SLEEP_MS * 10))" "max_memory_mb = 16"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 start() {

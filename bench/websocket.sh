@@ -20,20 +20,8 @@ source "$(dirname "$0")/lib.sh"
 python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornado
 
 cd "$root"
-cargo build --quiet --release -p cyclone-host -p loadgen
-cargo build --quiet --profile guest --target wasm32-wasip2 -p sockets
-component="$root/target/wasm32-wasip2/guest/sockets.wasm"
 pool=$((SESSIONS + 100))
-cat >"$work/cyclone.toml" <<TOML
-[server]
-max_instances = $pool
-max_queued = $pool
-
-[apps.sockets]
-component = "$component"
-routes = ["/..."]
-max_memory_mb = 16
-TOML
+pooled_app sockets "$pool" "max_memory_mb = 16"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 start() {

@@ -21,27 +21,36 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
         .into();
     }
     let name = &function.sig.ident;
+    let export = incoming_handler(quote!(#name));
     quote! {
         #function
 
         const _: () = {
             struct CycloneHandler;
-
-            impl ::cyclone_sdk::__private::IncomingHandler for CycloneHandler {
-                fn handle(
-                    request: ::cyclone_sdk::__private::IncomingRequest,
-                    response_out: ::cyclone_sdk::__private::ResponseOutparam,
-                ) {
-                    ::cyclone_sdk::__private::serve(request, response_out, #name)
-                }
-            }
-
-            ::cyclone_sdk::__private::wasip2::http::proxy::export!(
-                CycloneHandler with_types_in ::cyclone_sdk::__private::wasip2
-            );
+            #export
         };
     }
     .into()
+}
+
+/// The `wasi:http/incoming-handler` export of the type `CycloneHandler`,
+/// serving each request with `handler`, an `FnOnce(Request)` returning a
+/// future of something that implements `IntoResponse`.
+fn incoming_handler(handler: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    quote! {
+        impl ::cyclone_sdk::__private::IncomingHandler for CycloneHandler {
+            fn handle(
+                request: ::cyclone_sdk::__private::IncomingRequest,
+                response_out: ::cyclone_sdk::__private::ResponseOutparam,
+            ) {
+                ::cyclone_sdk::__private::serve(request, response_out, #handler)
+            }
+        }
+
+        ::cyclone_sdk::__private::wasip2::http::proxy::export!(
+            CycloneHandler with_types_in ::cyclone_sdk::__private::wasip2
+        );
+    }
 }
 
 /// Exports a `fn() -> Application` as the component's HTTP handler
@@ -74,24 +83,15 @@ pub fn app(attr: TokenStream, item: TokenStream) -> TokenStream {
         .into();
     }
     let name = &function.sig.ident;
+    let export = incoming_handler(quote!(|request| #name().handle(request)));
     quote! {
         #function
 
         const _: () = {
-            struct CycloneApp;
+            struct CycloneHandler;
+            #export
 
-            impl ::cyclone_sdk::__private::IncomingHandler for CycloneApp {
-                fn handle(
-                    request: ::cyclone_sdk::__private::IncomingRequest,
-                    response_out: ::cyclone_sdk::__private::ResponseOutparam,
-                ) {
-                    ::cyclone_sdk::__private::serve(request, response_out, |request| {
-                        #name().handle(request)
-                    })
-                }
-            }
-
-            impl ::cyclone_sdk::__private::WebSocketGuest for CycloneApp {
+            impl ::cyclone_sdk::__private::WebSocketGuest for CycloneHandler {
                 fn connect(
                     request: ::cyclone_sdk::__private::HandshakeRequest,
                 ) -> ::core::option::Option<::cyclone_sdk::__private::HandshakeResponse> {
@@ -103,10 +103,7 @@ pub fn app(attr: TokenStream, item: TokenStream) -> TokenStream {
                 }
             }
 
-            ::cyclone_sdk::__private::wasip2::http::proxy::export!(
-                CycloneApp with_types_in ::cyclone_sdk::__private::wasip2
-            );
-            ::cyclone_sdk::__private::export_websocket_handler!(CycloneApp);
+            ::cyclone_sdk::__private::export_websocket_handler!(CycloneHandler);
         };
     }
     .into()
