@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Websocket sessions: N sessions open at once on one host, each sending a
 # message every INTERVAL_MS and awaiting its echo for DURATION_SECS, against
-# cyclone (the sockets test guest's /echo, one instance per session) and
+# cyclone (examples/echo, one instance per session) and
 # Tornado (a WebSocketHandler echo), one after the other in the same run.
 # Counts sessions opened, echoes and errors, echo latency, and the server's
 # peak RSS. Writes the table to bench/RESULTS.md (between the "websocket"
@@ -21,7 +21,7 @@ python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornad
 
 cd "$root"
 pool=$((SESSIONS + 100))
-pooled_app sockets "$pool" "max_memory_mb = 16"
+pooled_app echo "$pool" "max_memory_mb = 16"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 start() {
@@ -70,6 +70,6 @@ for line in open(sys.argv[1]):
 PY
 )
 header="$SESSIONS websocket sessions open at once, each sending a text message every $INTERVAL_MS ms (phases spread evenly) and awaiting its echo, for $DURATION_SECS s: $(machine_line bench/websocket.sh).
-Client: \`bench/loadgen\`'s \`wsload\` (tokio-tungstenite) on the same machine, 256 handshakes in flight while opening, 10 s timeout per handshake and per echo. Peak RSS is the server's VmHWM; RSS per session divides its growth over the idle server by $SESSIONS. PSS is sampled once a second from \`/proc/PID/smaps_rollup\`: it counts a page shared by many mappings once, where RSS counts it once per mapping — in cyclone each instance maps its component's data pages (read-only ones shared by all instances, and the kernel maps a fault's neighbouring pages too), so RSS overstates what the instances cost. cyclone runs the sockets test guest's \`/echo\` (a cyclone-sdk \`WebSocketHandler\`, one instance per session, 16 MiB memory cap), logging at \`warn\`. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, a \`WebSocketHandler\` that writes every message back. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
+Client: \`bench/loadgen\`'s \`wsload\` (tokio-tungstenite) on the same machine, 256 handshakes in flight while opening, 10 s timeout per handshake and per echo. Peak RSS is the server's VmHWM; RSS per session divides its growth over the idle server by $SESSIONS. PSS is sampled once a second from \`/proc/PID/smaps_rollup\`: it counts a page shared by many mappings once, where RSS counts it once per mapping — in cyclone each instance maps its component's data pages (read-only ones shared by all instances, and the kernel maps a fault's neighbouring pages too), so RSS overstates what the instances cost. cyclone runs \`examples/echo\` (a cyclone-sdk \`WebSocketHandler\` looping on \`recv\` and \`send\`, one instance per session, 16 MiB memory cap), logging at \`warn\`. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, a \`WebSocketHandler\` that writes every message back. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
 write_section websocket "WebSocket sessions" "$header" "$table"
 echo "$table"

@@ -2,7 +2,7 @@
 examples/limits: GET /hello, GET /sleep?ms=N (`await asyncio.sleep`, the
 Tornado way to suspend a request) and GET /spin?ms=N (a busy loop, like the
 blocking bcrypt call in Tornado's docs); and the websocket /echo, which sends
-every message back, like the sockets test guest.
+every message back, like examples/echo.
 
 Usage: python3 server.py PORT
 """

@@ -275,3 +275,19 @@ fn shutdown_closes_sessions_with_1001_and_waits_for_them() {
             .any(|line| line.contains("closed by peer: 1001"))
     );
 }
+
+#[test]
+fn the_echo_example_sends_every_message_back() {
+    let (_dir, path) = cyclone_tests::example_manifest("echo", components::ECHO, &[]);
+    let server = Cyclone::serve(&path);
+    let mut socket = open(&server, "/echo");
+    for i in 0..3 {
+        socket.send(Message::text(format!("message {i}"))).unwrap();
+        assert_eq!(text(&mut socket), format!("message {i}"));
+    }
+    socket.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    assert!(matches!(next(&mut socket), Message::Binary(b) if b.as_ref() == [0u8, 1, 2, 255]));
+    socket.close(None).unwrap();
+    assert!(matches!(next(&mut socket), Message::Close(_)));
+    assert!(server.wait_for_log("websocket session ended (closed)", Duration::from_secs(10)));
+}
