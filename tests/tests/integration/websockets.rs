@@ -291,3 +291,24 @@ fn the_echo_example_sends_every_message_back() {
     assert!(matches!(next(&mut socket), Message::Close(_)));
     assert!(server.wait_for_log("websocket session ended (closed)", Duration::from_secs(10)));
 }
+
+#[test]
+fn a_peer_that_stops_answering_pings_is_disconnected() {
+    let server = sockets("websocket_ping_secs = 1");
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("hello")).unwrap();
+    assert_eq!(text(&mut socket), "hello");
+    // Never read again: the client answers no pings.
+    let started = Instant::now();
+    assert!(server.wait_for_log(
+        "websocket session ended (peer unresponsive)",
+        Duration::from_secs(10)
+    ));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "disconnected after {waited:?}"
+    );
+    assert!(server.wait_for_log("closed without a frame", Duration::from_secs(5)));
+    drop(socket);
+}
