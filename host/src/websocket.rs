@@ -534,6 +534,14 @@ async fn pump(
                             sink.send(Message::Close(Some(frame))),
                         )
                         .await;
+                        // The peer may still be sending the rest of that
+                        // message. Closing with its bytes unread would reset
+                        // the connection, and a reset can destroy the close
+                        // frame before the peer reads it; so read and drop
+                        // until the peer closes.
+                        if let Ok(ws) = sink.reunite(stream) {
+                            discard_until_closed(ws).await;
+                        }
                         return Ending::TooBig;
                     }
                     Some(Err(tungstenite::Error::ConnectionClosed)) | None => {
@@ -558,6 +566,19 @@ async fn pump(
                 write!(Message::Close(Some(close_frame(CloseCode::Away, "server shutting down"))));
             }
             () = close_deadline => return Ending::Closed,
+        }
+    }
+}
+
+/// Reads and drops what the peer still sends until it closes the
+/// connection, for at most [`CLOSE_TIMEOUT`].
+async fn discard_until_closed(mut ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    let mut buf = vec![0u8; READ_BUFFER];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, ws.get_mut().read(&mut buf)).await {
+        if n == 0 {
+            break;
         }
     }
 }
