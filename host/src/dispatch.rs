@@ -27,7 +27,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::capabilities::{AllowedHosts, AppCapabilities, HostState, linker_for};
 use crate::config::{AppConfig, ServerConfig};
-use crate::limits::{self, Admission, CappedBody, CpuClock, RETRY_AFTER_SECS};
+use crate::limits::{self, Admission, CappedBody, CpuBudgetExceeded, CpuClock, RETRY_AFTER_SECS};
 use crate::router::Router;
 use crate::websocket;
 
@@ -39,7 +39,7 @@ pub struct App {
     caps: Arc<AppCapabilities>,
     pre: ProxyPre<HostState>,
     /// Set when the component exports `cyclone:platform/websocket-handler`.
-    pub(crate) websocket: Option<websocket::Support>,
+    websocket: Option<Arc<websocket::Support>>,
     admission: Option<Admission>,
     store_limits: StoreLimits,
     pub(crate) cpu_budget: Duration,
@@ -58,7 +58,7 @@ impl App {
     ) -> wasmtime::Result<Self> {
         let linker = linker_for(engine, component)?;
         let instance_pre = linker.instantiate_pre(component)?;
-        let websocket = websocket::Support::new(&instance_pre, config);
+        let websocket = websocket::Support::new(&instance_pre, config).map(Arc::new);
         let pre = ProxyPre::new(instance_pre)?;
         let allowed_hosts =
             AllowedHosts::parse(&config.allowed_outbound_hosts).map_err(wasmtime::Error::msg)?;
@@ -197,8 +197,10 @@ impl Dispatcher {
         let Some(app) = self.router.lookup(req.uri().path()) else {
             return Ok(plain(StatusCode::NOT_FOUND, "Not Found\n"));
         };
-        if app.websocket.is_some() && websocket::is_upgrade(&req) {
-            return Ok(websocket::handle(self, app, req, id).await);
+        if let Some(support) = &app.websocket
+            && websocket::is_upgrade(&req)
+        {
+            return Ok(websocket::handle(self, app, support.clone(), req, id).await);
         }
         let name = app.caps.name.clone();
         let declared_length = req
@@ -261,10 +263,9 @@ impl Dispatcher {
             };
             // Before the store is dropped, so a good response ends without waiting for it.
             let _ = call_done.send(result.is_ok());
-            let cpu_exceeded = store.data().cpu.exceeded();
             drop(store);
             drop(permits);
-            result.map_err(|e| GuestFailure::classify(&e, cpu_exceeded, id, &task_name))
+            result.map_err(|e| GuestFailure::classify(&e, id, &task_name))
         });
 
         let response = receiver.await;
@@ -322,8 +323,9 @@ pub(crate) enum GuestFailure {
 
 impl GuestFailure {
     /// What ended the call that failed with `e`, logged.
-    pub(crate) fn classify(e: &wasmtime::Error, cpu_exceeded: bool, id: u64, app: &str) -> Self {
-        let failure = if cpu_exceeded {
+    pub(crate) fn classify(e: &wasmtime::Error, id: u64, app: &str) -> Self {
+        // The epoch callback's trap keeps its error under wasmtime's backtrace.
+        let failure = if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
             Self::CpuBudget
         } else if e.is::<TimedOut>() {
             Self::TimedOut

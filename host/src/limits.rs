@@ -180,7 +180,6 @@ pub struct CpuClock {
     budget: Duration,
     used: Duration,
     running_since: Option<Instant>,
-    exceeded: bool,
     per_event: bool,
 }
 
@@ -198,7 +197,6 @@ impl CpuClock {
             budget,
             used: Duration::ZERO,
             running_since: None,
-            exceeded: false,
             per_event: false,
         }
     }
@@ -236,7 +234,6 @@ impl CpuClock {
     pub fn on_epoch(&mut self) -> wasmtime::Result<UpdateDeadline> {
         let used = self.used();
         if used > self.budget {
-            self.exceeded = true;
             return Err(wasmtime::Error::new(CpuBudgetExceeded {
                 budget: self.budget,
             }));
@@ -253,11 +250,6 @@ impl CpuClock {
             + self
                 .running_since
                 .map_or(Duration::ZERO, |since| since.elapsed())
-    }
-
-    /// Whether the guest was stopped for running past its budget.
-    pub fn exceeded(&self) -> bool {
-        self.exceeded
     }
 }
 
@@ -368,7 +360,6 @@ mod tests {
             panic!("past the budget the guest is stopped");
         };
         assert!(err.is::<CpuBudgetExceeded>());
-        assert!(clock.exceeded());
     }
 
     #[tokio::test]

@@ -51,7 +51,7 @@ use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler
 };
 use crate::config::AppConfig;
 use crate::dispatch::{App, Dispatcher, GuestFailure, NoInstance, Response, TimedOut, plain};
-use crate::limits::{CpuBudgetExceeded, CpuClock};
+use crate::limits::CpuClock;
 
 /// How long a guest may take to return after its connection has ended.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -184,12 +184,10 @@ pub fn is_upgrade(req: &hyper::Request<Incoming>) -> bool {
 pub(crate) async fn handle(
     dispatcher: &Dispatcher,
     app: &Arc<App>,
+    support: Arc<Support>,
     mut req: hyper::Request<Incoming>,
     id: u64,
 ) -> Response {
-    let Some(support) = &app.websocket else {
-        return plain(StatusCode::NOT_FOUND, "Not Found\n");
-    };
     let name: Arc<str> = app.name().into();
     if req.method() != http::Method::GET {
         return plain(StatusCode::BAD_REQUEST, "a websocket handshake is a GET\n");
@@ -245,7 +243,8 @@ pub(crate) async fn handle(
     tokio::spawn(async move {
         let _permits = permits;
         let _open = open;
-        let Some((store, guest)) = connect(&app, store, request, decided, id).await else {
+        let Some((store, guest)) = connect(&app, &support, store, request, decided, id).await
+        else {
             return;
         };
         let upgraded = match on_upgrade.await {
@@ -254,9 +253,6 @@ pub(crate) async fn handle(
                 tracing::info!(request = id, app = %app.name(), "websocket upgrade failed: {e}");
                 return;
             }
-        };
-        let Some(support) = &app.websocket else {
-            return;
         };
         let ws = WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
@@ -301,12 +297,12 @@ enum Decision {
 /// Returns the store and the guest's exports when the session is accepted.
 async fn connect(
     app: &App,
+    support: &Support,
     mut store: Store<HostState>,
     request: wit::Request,
     decided: oneshot::Sender<Decision>,
     id: u64,
 ) -> Option<(Store<HostState>, Guest)> {
-    let support = app.websocket.as_ref()?;
     let call = async {
         let instance = app
             .instance_pre()
@@ -334,8 +330,7 @@ async fn connect(
             None
         }
         Err(e) => {
-            let cpu_exceeded = store.data().cpu.exceeded();
-            let failure = GuestFailure::classify(&e, cpu_exceeded, id, app.name());
+            let failure = GuestFailure::classify(&e, id, app.name());
             let _ = decided.send(Decision::Answer(failure.response(id, app.name())));
             None
         }
@@ -375,10 +370,9 @@ async fn run(
         going_away,
     ));
     // The guest's failure is logged as soon as it is known, before the
-    // closing handshake; the CPU budget's trap carries its own error.
+    // closing handshake.
     let failed = |e: &wasmtime::Error| {
-        let cpu_exceeded = e.downcast_ref::<CpuBudgetExceeded>().is_some();
-        GuestFailure::classify(e, cpu_exceeded, id, app);
+        GuestFailure::classify(e, id, app);
     };
     let ending = {
         let mut call = std::pin::pin!(guest.call_run(&mut store, session));
@@ -591,6 +585,7 @@ fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
 }
 
 /// What the peer sent, as the guest receives it.
+#[derive(Clone)]
 pub enum PeerEvent {
     /// A text message.
     Text(Utf8Bytes),
@@ -598,16 +593,6 @@ pub enum PeerEvent {
     Binary(Bytes),
     /// The session ended, with the peer's close frame if it sent one.
     Closed(Option<CloseFrame>),
-}
-
-impl Clone for PeerEvent {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Text(text) => Self::Text(text.clone()),
-            Self::Binary(bytes) => Self::Binary(bytes.clone()),
-            Self::Closed(frame) => Self::Closed(frame.clone()),
-        }
-    }
 }
 
 /// The host side of a guest's `session` resource.
