@@ -73,6 +73,27 @@ fn http2_with_prior_knowledge_is_served() {
 }
 
 #[test]
+fn an_http2_preface_cut_in_two_is_still_http2() {
+    use std::io::{Read, Write};
+    let server = Cyclone::serve(components::HELLO);
+    let mut stream = server.connect();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    stream.write_all(&preface[..9]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stream.write_all(&preface[9..]).unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    // The server's first frame is its own SETTINGS; an HTTP/1.1 server would
+    // answer 400 or hang up instead.
+    let mut frame_header = [0; 9];
+    stream.read_exact(&mut frame_header).unwrap();
+    assert_eq!(
+        frame_header[3], 4,
+        "not an HTTP/2 SETTINGS frame: {frame_header:?}"
+    );
+}
+
+#[test]
 fn the_hello_example_manifest_serves() {
     let (_dir, path) = example_manifest("hello", components::HELLO, &[]);
     let server = Cyclone::serve(&path);
