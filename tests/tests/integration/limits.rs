@@ -418,5 +418,19 @@ fn a_client_too_slow_to_send_its_head_is_disconnected() {
         "closed after {waited:?}"
     );
     assert!(!answer.contains("Hello, world!"), "{answer}");
+
+    // A connection that never sends a byte is closed on the same clock.
+    let mut silent = server.connect();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = silent.read_to_string(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "silent connection closed after {waited:?}"
+    );
     assert_eq!(server.get("/").body, "Hello, world!");
 }
