@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cookie::Cookie;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde::de::DeserializeOwned;
-use wstd::__internal::wasip2::http::types::IncomingRequest;
+use wasip2::http::types::{IncomingBody, IncomingRequest, Method as WasiMethod, Scheme};
+use wasip2::io::streams::StreamError;
 
 use crate::app::Settings;
 use crate::{HttpError, Response};
@@ -27,15 +28,12 @@ pub struct Request {
 impl Request {
     /// Reads a request and its whole body from the host.
     pub(crate) async fn from_incoming(incoming: IncomingRequest) -> Result<Self, HttpError> {
-        let request = wstd::http::request::try_from_incoming(incoming)
+        let head = head_of(&incoming)
             .map_err(|e| HttpError::bad_request(format!("unreadable request: {e}")))?;
-        let (parts, mut body) = request.into_parts();
-        let body = body
-            .contents()
+        let body = read_body(incoming)
             .await
-            .map_err(|e| HttpError::bad_request(format!("unreadable request body: {e}")))?
-            .to_vec();
-        Ok(Self::from_http(http::Request::from_parts(parts, body)))
+            .map_err(|e| HttpError::bad_request(format!("unreadable request body: {e}")))?;
+        Ok(Self::from_http(http::Request::from_parts(head, body)))
     }
 
     /// Builds a request by hand, e.g. to test a handler natively.
@@ -295,6 +293,71 @@ pub(crate) fn check_xsrf(req: &Request) -> Result<(), HttpError> {
 
 fn forbidden(why: &str) -> HttpError {
     HttpError::new(StatusCode::FORBIDDEN, why)
+}
+
+/// The method, URI and headers of an incoming request.
+fn head_of(incoming: &IncomingRequest) -> Result<http::request::Parts, http::Error> {
+    let method = match incoming.method() {
+        WasiMethod::Get => Method::GET,
+        WasiMethod::Head => Method::HEAD,
+        WasiMethod::Post => Method::POST,
+        WasiMethod::Put => Method::PUT,
+        WasiMethod::Delete => Method::DELETE,
+        WasiMethod::Connect => Method::CONNECT,
+        WasiMethod::Options => Method::OPTIONS,
+        WasiMethod::Trace => Method::TRACE,
+        WasiMethod::Patch => Method::PATCH,
+        WasiMethod::Other(other) => Method::from_bytes(other.as_bytes())?,
+    };
+    let mut uri = Uri::builder();
+    if let Some(scheme) = incoming.scheme() {
+        uri = uri.scheme(match &scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+            Scheme::Other(other) => other.as_str(),
+        });
+    }
+    if let Some(authority) = incoming.authority() {
+        uri = uri.authority(authority.as_str());
+    }
+    let path = incoming.path_with_query();
+    uri = uri.path_and_query(path.as_deref().unwrap_or("/"));
+    let (mut head, ()) = http::Request::builder()
+        .method(method)
+        .uri(uri.build()?)
+        .body(())?
+        .into_parts();
+    for (name, value) in incoming.headers().entries() {
+        head.headers.append(
+            header::HeaderName::from_bytes(name.as_bytes())?,
+            header::HeaderValue::from_bytes(&value)?,
+        );
+    }
+    Ok(head)
+}
+
+/// Reads an incoming request's body to its end, suspending while the host
+/// has nothing more yet.
+async fn read_body(incoming: IncomingRequest) -> Result<Vec<u8>, String> {
+    let body = incoming
+        .consume()
+        .map_err(|()| "the body was taken before".to_owned())?;
+    let stream = body
+        .stream()
+        .map_err(|()| "the body stream was taken before".to_owned())?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.read(64 << 10) {
+            Ok(chunk) if chunk.is_empty() => crate::time::wait_for(stream.subscribe()).await,
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+        }
+    }
+    // The stream is a child of the body: it goes first.
+    drop(stream);
+    drop(IncomingBody::finish(body));
+    Ok(bytes)
 }
 
 #[cfg(test)]

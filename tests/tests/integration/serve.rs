@@ -94,6 +94,28 @@ fn an_http2_preface_cut_in_two_is_still_http2() {
 }
 
 #[test]
+fn a_body_that_arrives_in_pieces_reaches_the_guest_whole() {
+    use std::io::{Read, Write};
+    let server = Cyclone::serve(components::PROBE);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /echo?a=b HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    for piece in ["first ", "second ", "third"] {
+        std::thread::sleep(Duration::from_millis(150));
+        write!(stream, "{:x}\r\n{piece}\r\n", piece.len()).unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.ends_with("POST /echo a=b\nfirst second third"),
+        "{reply}"
+    );
+}
+
+#[test]
 fn the_hello_example_manifest_serves() {
     let (_dir, path) = example_manifest("hello", components::HELLO, &[]);
     let server = Cyclone::serve(&path);
