@@ -19,7 +19,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatcher;
@@ -93,9 +93,7 @@ async fn serve(
     config: &ServerConfig,
 ) {
     let protocols = Arc::new(Protocols::new(config));
-    // Every connection task holds a sender; when the last one is gone, `recv`
-    // on the other end returns and the worker has drained.
-    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let connections = OpenCount::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -113,7 +111,7 @@ async fn serve(
         let dispatcher = dispatcher.clone();
         let protocols = protocols.clone();
         let stop = shutdown.clone();
-        let open = open.clone();
+        let open = connections.open();
         tokio::spawn(async move {
             let _open = open;
             if let Err(e) = protocols.serve(stream, dispatcher, stop).await {
@@ -122,11 +120,10 @@ async fn serve(
         });
     }
     drop(listener);
-    drop(open);
     // Websocket sessions close with 1001 while requests drain.
     dispatcher.close_sessions();
     let drained = async {
-        all_closed.recv().await;
+        connections.all_closed().await;
         dispatcher.sessions_closed().await;
     };
     if tokio::time::timeout(config.drain_timeout(), drained)
@@ -136,6 +133,39 @@ async fn serve(
         tracing::warn!(
             "drain timeout passed with requests or websocket sessions still open; closing them"
         );
+    }
+}
+
+/// How many of something a drain waits for are open: a worker's
+/// connections, the process's websocket sessions.
+#[derive(Debug)]
+pub(crate) struct OpenCount(watch::Sender<usize>);
+
+impl Default for OpenCount {
+    fn default() -> Self {
+        Self(watch::Sender::new(0))
+    }
+}
+
+impl OpenCount {
+    /// Counts one more as open until the returned guard is dropped.
+    pub(crate) fn open(&self) -> Open {
+        self.0.send_modify(|open| *open += 1);
+        Open(self.0.clone())
+    }
+
+    /// Returns once none is open.
+    pub(crate) async fn all_closed(&self) {
+        let _ = self.0.subscribe().wait_for(|open| *open == 0).await;
+    }
+}
+
+/// One open connection or session, counted in an [`OpenCount`] until dropped.
+pub(crate) struct Open(watch::Sender<usize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
     }
 }
 

@@ -52,6 +52,7 @@ use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler
 use crate::config::AppConfig;
 use crate::dispatch::{App, Dispatcher, GuestFailure, NoInstance, Response, TimedOut, plain};
 use crate::limits::CpuClock;
+use crate::server::OpenCount;
 
 /// How long a guest may take to return after its connection has ended.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -71,14 +72,14 @@ const READ_BUFFER: usize = 1 << 10;
 #[derive(Debug)]
 pub struct Sessions {
     going_away: watch::Sender<bool>,
-    open: watch::Sender<usize>,
+    open: OpenCount,
 }
 
 impl Default for Sessions {
     fn default() -> Self {
         Self {
             going_away: watch::Sender::new(false),
-            open: watch::Sender::new(0),
+            open: OpenCount::default(),
         }
     }
 }
@@ -91,22 +92,7 @@ impl Sessions {
 
     /// Returns once no session is open.
     pub async fn all_closed(&self) {
-        let _ = self.open.subscribe().wait_for(|open| *open == 0).await;
-    }
-
-    /// Counts a session as open until the returned guard is dropped.
-    fn opened(&self) -> OpenSession {
-        self.open.send_modify(|open| *open += 1);
-        OpenSession(self.open.clone())
-    }
-}
-
-/// One open session, counted in [`Sessions`] until dropped.
-struct OpenSession(watch::Sender<usize>);
-
-impl Drop for OpenSession {
-    fn drop(&mut self) {
-        self.0.send_modify(|open| *open -= 1);
+        self.open.all_closed().await;
     }
 }
 
@@ -238,7 +224,7 @@ pub(crate) async fn handle(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (decided, decision) = oneshot::channel();
     let app = app.clone();
-    let open = dispatcher.sessions().opened();
+    let open = dispatcher.sessions().open.open();
     let going_away = dispatcher.sessions().going_away.subscribe();
     tokio::spawn(async move {
         let _permits = permits;
@@ -555,7 +541,7 @@ async fn pump(
                 }
                 write!(Message::Ping(Bytes::new()));
             }
-                        () = async { let _ = going_away.wait_for(|away| *away).await; }, if closing_since.is_none() => {
+            () = async { let _ = going_away.wait_for(|away| *away).await; }, if closing_since.is_none() => {
                 closing_since = Some(Instant::now());
                 write!(Message::Close(Some(close_frame(CloseCode::Away, "server shutting down"))));
             }
