@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let huge_pages_off = no_transparent_huge_pages();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -58,6 +59,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Err(e) = huge_pages_off {
+        // Kernels without THP support refuse, and then there is nothing to turn off.
+        tracing::debug!("could not turn off transparent huge pages: {e}");
+    }
     match cli.command {
         Command::Serve {
             path,
@@ -78,6 +83,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// mimalloc asks the kernel for transparent huge pages on its arenas, and a
+/// huge page is resident as a whole however little of it is in use: with
+/// thousands of suspended requests each holding a few small allocations, that
+/// put about 13 KiB of untouched memory on every request. Turn them off for
+/// this process before the heap grows; the system setting is left alone.
+fn no_transparent_huge_pages() -> std::io::Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
