@@ -18,7 +18,10 @@ use crate::{HttpError, Response};
 /// and the cookies the handler has set so far.
 #[derive(Debug)]
 pub struct Request {
-    inner: http::Request<Vec<u8>>,
+    // Boxed: a request is moved through several nested futures (the SDK's,
+    // the handler's, the application's), and each keeps its own slot for it
+    // while it is suspended. Boxed, each slot is a pointer, not 160 bytes.
+    inner: Box<http::Request<Vec<u8>>>,
     params: Vec<(String, String)>,
     cookies_out: Vec<Cookie<'static>>,
     xsrf_token: Option<String>,
@@ -39,7 +42,7 @@ impl Request {
     /// Builds a request by hand, e.g. to test a handler natively.
     pub fn from_http(request: http::Request<Vec<u8>>) -> Self {
         Self {
-            inner: request,
+            inner: Box::new(request),
             params: Vec::new(),
             cookies_out: Vec::new(),
             xsrf_token: None,
@@ -256,7 +259,7 @@ impl Request {
 
     /// The underlying `http::Request`.
     pub fn into_http(self) -> http::Request<Vec<u8>> {
-        self.inner
+        *self.inner
     }
 }
 

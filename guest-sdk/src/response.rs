@@ -70,7 +70,11 @@ impl Response {
     /// When `value` cannot be serialised (a map with non-string keys, a
     /// failing `Serialize` impl): a programming error, answered with 500.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Self {
-        let body = serde_json::to_vec(value).expect("the response value serialises to JSON");
+        // Not `expect`: formatting serde_json's error links every one of its
+        // messages, parsing ones included, into every instance (1 KB of data).
+        let Ok(body) = serde_json::to_vec(value) else {
+            panic!("the response value does not serialise to JSON");
+        };
         Self::with_body("application/json", body)
     }
 
