@@ -192,7 +192,12 @@ impl Dispatcher {
     }
 
     /// Serves one request. Never fails: every failure is an error response.
-    pub async fn handle(&self, req: hyper::Request<Incoming>) -> Result<Response, Infallible> {
+    ///
+    /// The request comes boxed, and the websocket path and a queued
+    /// admission are boxed futures: this future is allocated for every
+    /// request and lives as long as the guest is suspended, so it holds only
+    /// what the common path needs.
+    pub async fn handle(&self, req: Box<hyper::Request<Incoming>>) -> Result<Response, Infallible> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let Some(app) = self.router.lookup(req.uri().path()) else {
             return Ok(plain(StatusCode::NOT_FOUND, "Not Found\n"));
@@ -200,7 +205,7 @@ impl Dispatcher {
         if let Some(support) = &app.websocket
             && websocket::is_upgrade(&req)
         {
-            return Ok(websocket::handle(self, app, support.clone(), req, id).await);
+            return Ok(Box::pin(websocket::handle(self, app, support.clone(), *req, id)).await);
         }
         let name = app.caps.name.clone();
         let declared_length = req
@@ -220,7 +225,8 @@ impl Dispatcher {
             Err(response) => return Ok(*response),
         };
         let body_over_cap = Arc::new(AtomicBool::new(false));
-        let req = req.map(|body| CappedBody::new(body, app.max_body_bytes, body_over_cap.clone()));
+        let req =
+            (*req).map(|body| CappedBody::new(body, app.max_body_bytes, body_over_cap.clone()));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources: wasmtime::Result<_> = (|| {
             let http = &mut store.data_mut().http();
@@ -246,8 +252,10 @@ impl Dispatcher {
             let call = async {
                 // A component that linked at start-up fails to instantiate only
                 // for want of resources (pool slots, memory mappings).
-                let proxy = pre
-                    .instantiate_async(&mut store)
+                // Boxed: instantiating takes a 1.2 KiB future that is done
+                // before the guest runs; inline, the task would keep room for
+                // it for as long as the guest is suspended.
+                let proxy = Box::pin(pre.instantiate_async(&mut store))
                     .await
                     .map_err(|e| wasmtime::Error::new(NoInstance(format!("{e:#}"))))?;
                 proxy

@@ -98,7 +98,12 @@ impl Admission {
             return Err(Refused::QueueFull);
         }
         let _slot = QueueSlot(&self.queued);
-        match tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned()).await {
+        // Boxed: only a queued request pays for the timer, not every request's future.
+        let wait = Box::pin(tokio::time::timeout(
+            self.queue_timeout,
+            self.permits.clone().acquire_owned(),
+        ));
+        match wait.await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it as a timeout all the same.
             Ok(Err(_)) | Err(_) => Err(Refused::Timeout),

@@ -224,7 +224,9 @@ impl Protocols {
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
         };
         let service = hyper::service::service_fn(move |req| {
-            let req = detach_head(req);
+            // Boxed before the async block, which would otherwise hold a
+            // second copy of it next to the one in `handle`'s future.
+            let req = Box::new(detach_head(req));
             let dispatcher = dispatcher.clone();
             async move { dispatcher.handle(req).await }
         });
