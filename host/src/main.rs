@@ -89,7 +89,7 @@ fn main() -> ExitCode {
 /// mimalloc asks the kernel for transparent huge pages on its arenas, and a
 /// huge page is resident as a whole however little of it is in use: with
 /// thousands of suspended requests each holding a few small allocations, that
-/// put about 13 KiB of untouched memory on every request. Turn them off for
+/// put about 14 KiB of untouched memory on every request. Turn them off for
 /// this process before the heap grows; the system setting is left alone.
 fn no_transparent_huge_pages() -> std::io::Result<()> {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory.
