@@ -71,7 +71,7 @@ impl Response {
     /// failing `Serialize` impl): a programming error, answered with 500.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Self {
         // Not `expect`: formatting serde_json's error links every one of its
-        // messages, parsing ones included, into every instance (1 KB of data).
+        // messages, parsing ones included, into every instance (560 bytes of data).
         let Ok(body) = serde_json::to_vec(value) else {
             panic!("the response value does not serialise to JSON");
         };

@@ -85,18 +85,19 @@ pub(crate) async fn send(response: Response, out: ResponseOutparam) {
 }
 
 fn finish(body: OutgoingBody, written: std::io::Result<()>) {
-    match written {
-        // The host refuses only a body whose length is not its content-length.
-        // (Not `{e:?}`: the Debug names of every `ErrorCode` would be 1.3 KB
-        // more data in every instance of every component.)
-        Ok(()) => match OutgoingBody::finish(body, None) {
-            Ok(()) => {}
-            Err(ErrorCode::HttpResponseBodySize(Some(written))) => {
-                eprintln!("the response body was refused: {written} bytes, not its content-length");
-            }
-            Err(_) => eprintln!("the response body was refused"),
-        },
+    if let Err(e) = written {
         // Dropping the body unfinished tells the host it is incomplete.
-        Err(e) => eprintln!("the response body was not sent whole: {e}"),
+        eprintln!("the response body was not sent whole: {e}");
+        return;
+    }
+    // The host refuses only a body whose length is not its content-length.
+    // (Not `{e:?}`: the Debug names of every `ErrorCode` would be 1.3 KB
+    // more data in every instance of every component.)
+    match OutgoingBody::finish(body, None) {
+        Ok(()) => {}
+        Err(ErrorCode::HttpResponseBodySize(Some(sent))) => {
+            eprintln!("the response body was refused: {sent} bytes, not its content-length");
+        }
+        Err(_) => eprintln!("the response body was refused"),
     }
 }
