@@ -78,17 +78,26 @@ pub struct CloseFrame {
     pub reason: String,
 }
 
-/// The session is closed or closing; nothing more can be sent.
+/// Why [`WebSocket::send`] sent nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+pub enum SendError {
+    /// The session is closed or closing; nothing more can be sent.
+    Closed,
+    /// The message is over the app's `websocket_max_message_kb`, the cap
+    /// that applies to the peer's messages too.
+    TooLarge,
+}
 
-impl std::fmt::Display for Closed {
+impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the websocket session is closed")
+        f.write_str(match self {
+            Self::Closed => "the websocket session is closed",
+            Self::TooLarge => "the message is over the app's websocket_max_message_kb",
+        })
     }
 }
 
-impl std::error::Error for Closed {}
+impl std::error::Error for SendError {}
 
 /// One open session.
 #[derive(Debug)]
@@ -139,17 +148,20 @@ impl WebSocket {
 
     /// Sends `message`, waiting while the host's send buffer is full (a peer
     /// that reads slowly slows its sender; nothing is dropped).
-    pub async fn send(&self, message: impl Into<Message>) -> Result<(), Closed> {
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
         let message = match message.into() {
             Message::Text(text) => wit::Message::Text(text),
             Message::Binary(bytes) => wit::Message::Binary(bytes),
         };
-        self.session.send(&message).map_err(|_| Closed)
+        self.session.send(&message).map_err(|e| match e {
+            wit::SendError::Closed => SendError::Closed,
+            wit::SendError::TooLarge => SendError::TooLarge,
+        })
     }
 
     /// Starts the closing handshake with `code` (1000 normal, 1001 going
     /// away, 1008 policy, 4000–4999 for the application) and `reason` (cut
-    /// to 123 bytes). Later sends fail with [`Closed`].
+    /// to 123 bytes). Later sends fail with [`SendError::Closed`].
     ///
     /// # Panics
     /// For a code a peer may not send (e.g. 1005, 1006, 1015, below 1000).

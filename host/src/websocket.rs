@@ -50,7 +50,9 @@ use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler
     Guest, GuestIndices,
 };
 use crate::config::AppConfig;
-use crate::dispatch::{App, Dispatcher, GuestFailure, NoInstance, Response, TimedOut, plain};
+use crate::dispatch::{
+    App, Dispatcher, GuestFailure, NoInstance, Response, Target, TimedOut, plain,
+};
 use crate::limits::CpuClock;
 use crate::server::OpenCount;
 
@@ -67,6 +69,9 @@ const INCOMING_BUFFER: usize = 4;
 const OUTGOING_BUFFER: usize = 16;
 /// The connection's read buffer; it grows only for a bigger frame.
 const READ_BUFFER: usize = 1 << 10;
+/// Room in the write buffer beyond one message of the app's cap: frame
+/// headers, a pong and a close frame.
+const WRITE_HEADROOM: usize = 4 << 10;
 
 /// The open sessions of a process, and the signal that closes them all.
 #[derive(Debug)]
@@ -100,6 +105,8 @@ impl Sessions {
 pub struct Support {
     indices: GuestIndices,
     config: WebSocketConfig,
+    /// The largest message either side may send.
+    max_message: usize,
     allowed_origins: Vec<String>,
     ping: Option<Duration>,
 }
@@ -111,11 +118,16 @@ impl Support {
         let max = app.websocket_max_message_bytes();
         Some(Self {
             indices,
+            // Nothing is written unless the previous write went out, and the
+            // write buffer holds at most one message of the cap: a peer that
+            // does not read cannot make the host queue for it.
             config: WebSocketConfig::default()
                 .read_buffer_size(READ_BUFFER)
                 .write_buffer_size(0)
+                .max_write_buffer_size(max.saturating_add(WRITE_HEADROOM))
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max)),
+            max_message: max,
             allowed_origins: app
                 .websocket_allowed_origins
                 .iter()
@@ -126,11 +138,17 @@ impl Support {
     }
 
     /// Whether a page from `req`'s `Origin` may open a session: no `Origin`
-    /// (not a browser), the request's own host, or a listed origin.
+    /// (not a browser), the request's own origin (scheme `http`, host and
+    /// port, as cyclone serves plain HTTP), or a listed origin. Two
+    /// `Origin` headers are refused: which one a browser meant is unknown.
     fn origin_allowed(&self, req: &hyper::Request<Incoming>) -> bool {
-        let Some(origin) = req.headers().get(header::ORIGIN) else {
+        let mut origins = req.headers().get_all(header::ORIGIN).iter();
+        let Some(origin) = origins.next() else {
             return true;
         };
+        if origins.next().is_some() {
+            return false;
+        }
         let Ok(origin) = origin.to_str() else {
             return false;
         };
@@ -147,8 +165,43 @@ impl Support {
             .get(header::HOST)
             .and_then(|host| host.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        let authority = origin.split_once("://").map(|(_, rest)| rest);
-        matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+        match (
+            Origin::parse(&origin),
+            host.and_then(|h| Origin::parse(&format!("http://{h}"))),
+        ) {
+            (Some(origin), Some(own)) => origin == own,
+            _ => false,
+        }
+    }
+}
+
+/// An origin's scheme, host and port, with the scheme's default port filled in.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn parse(text: &str) -> Option<Self> {
+        let uri: http::Uri = text.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let authority = uri.authority()?;
+        if authority.as_str().contains('@') || uri.path_and_query().is_some_and(|p| p != "/") {
+            return None;
+        }
+        let port = match (authority.port_u16(), scheme.as_str()) {
+            (Some(port), _) => port,
+            (None, "http" | "ws") => 80,
+            (None, "https" | "wss") => 443,
+            (None, _) => return None,
+        };
+        Some(Self {
+            scheme,
+            host: authority.host().to_ascii_lowercase(),
+            port,
+        })
     }
 }
 
@@ -169,11 +222,12 @@ pub fn is_upgrade(req: &hyper::Request<Incoming>) -> bool {
 /// then (in its own task) the session.
 pub(crate) async fn handle(
     dispatcher: &Dispatcher,
-    app: &Arc<App>,
+    target: &Target,
     support: Arc<Support>,
     mut req: hyper::Request<Incoming>,
     id: u64,
 ) -> Response {
+    let app = &target.app;
     let name: Arc<str> = app.name().into();
     if req.method() != http::Method::GET {
         return plain(StatusCode::BAD_REQUEST, "a websocket handshake is a GET\n");
@@ -201,7 +255,7 @@ pub(crate) async fn handle(
             "Cross origin websockets are not allowed\n",
         );
     }
-    let permits = match dispatcher.admit(app, id).await {
+    let permits = match dispatcher.admit(target, id).await {
         Ok(permits) => permits,
         Err(response) => return *response,
     };
@@ -246,7 +300,7 @@ pub(crate) async fn handle(
             Some(support.config),
         )
         .await;
-        run(store, guest, ws, support.ping, going_away, id, app.name()).await;
+        run(store, guest, ws, &support, going_away, id, app.name()).await;
     });
     match decision.await {
         Ok(Decision::Accept) => {
@@ -328,17 +382,19 @@ async fn run(
     mut store: Store<HostState>,
     guest: Guest,
     ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-    ping: Option<Duration>,
+    support: &Support,
     going_away: watch::Receiver<bool>,
     id: u64,
     app: &str,
 ) {
+    let ping = support.ping;
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_BUFFER);
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_BUFFER);
-    let session = match store
-        .data_mut()
-        .push_session(Session::new(incoming_rx, outgoing_tx))
-    {
+    let session = match store.data_mut().push_session(Session::new(
+        incoming_rx,
+        outgoing_tx,
+        support.max_message,
+    )) {
         Ok(session) => session,
         Err(e) => {
             tracing::error!(request = id, app = %app, "cannot start the session: {e}");
@@ -398,6 +454,9 @@ enum Ending {
     Closed,
     /// The peer sent a message over the size limit (closed with 1009).
     TooBig,
+    /// The peer broke the protocol (closed with 1002, or 1007 for text
+    /// that is not UTF-8).
+    ProtocolError,
     /// The peer went silent past two ping intervals, or stopped reading.
     Unresponsive,
     /// The connection failed or was cut.
@@ -409,6 +468,7 @@ impl std::fmt::Display for Ending {
         f.write_str(match self {
             Self::Closed => "closed",
             Self::TooBig => "message too big",
+            Self::ProtocolError => "protocol error",
             Self::Unresponsive => "peer unresponsive",
             Self::Lost => "connection lost",
         })
@@ -453,7 +513,10 @@ async fn pump(
 
     loop {
         let read = async {
-            let permit = if guest_done {
+            // Once the guest has returned or been told the session is over,
+            // it takes nothing more: read on without waiting for it, so the
+            // closing handshake completes at once.
+            let permit = if guest_done || told_guest {
                 None
             } else {
                 incoming.reserve().await.ok()
@@ -500,29 +563,43 @@ async fn pump(
                         told_guest = true;
                         PeerEvent::Closed(frame)
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    Some(Ok(Message::Ping(_))) => {
+                        // tungstenite has queued the pong: send it before
+                        // reading on, so a peer that pings and never reads
+                        // is dropped instead of queueing pongs without end.
+                        last_heard = Instant::now();
+                        match tokio::time::timeout(write_timeout, sink.flush()).await {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(_)) => return Ending::Lost,
+                            Err(_) => return Ending::Unresponsive,
+                        }
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => {
                         last_heard = Instant::now();
                         continue;
                     }
-                    Some(Err(tungstenite::Error::Capacity(_))) => {
-                        let frame = close_frame(CloseCode::Size, "message too big");
+                    Some(Err(tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ))) => return Ending::Lost,
+                    Some(Err(e @ (tungstenite::Error::Capacity(_)
+                        | tungstenite::Error::Protocol(_)
+                        | tungstenite::Error::Utf8(_)))) => {
+                        let (frame, ending) = match e {
+                            tungstenite::Error::Capacity(_) => {
+                                (close_frame(CloseCode::Size, "message too big"), Ending::TooBig)
+                            }
+                            tungstenite::Error::Utf8(_) => {
+                                (close_frame(CloseCode::Invalid, "invalid UTF-8"), Ending::ProtocolError)
+                            }
+                            _ => (close_frame(CloseCode::Protocol, "protocol error"), Ending::ProtocolError),
+                        };
                         if let Some(permit) = permit {
                             permit.send(Box::new(PeerEvent::Closed(Some(frame.clone()))));
                         }
-                        let _ = tokio::time::timeout(
-                            CLOSE_TIMEOUT,
-                            sink.send(Message::Close(Some(frame))),
-                        )
-                        .await;
-                        // The peer may still be sending the rest of that
-                        // message. Closing with its bytes unread would reset
-                        // the connection, and a reset can destroy the close
-                        // frame before the peer reads it; so read and drop
-                        // until the peer closes.
                         if let Ok(ws) = sink.reunite(stream) {
-                            discard_until_closed(ws).await;
+                            close_after_error(ws, frame).await;
                         }
-                        return Ending::TooBig;
+                        return ending;
                     }
                     Some(Err(tungstenite::Error::ConnectionClosed)) | None => {
                         return if told_guest { Ending::Closed } else { Ending::Lost };
@@ -550,13 +627,38 @@ async fn pump(
     }
 }
 
-/// Reads and drops what the peer still sends until it closes the
-/// connection, for at most [`CLOSE_TIMEOUT`].
-async fn discard_until_closed(mut ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
-    use tokio::io::AsyncReadExt;
+/// Ends a connection whose peer broke the protocol or the size limit: sends
+/// `frame`, then closes the write side, so the peer learns at once that the
+/// connection is over, and reads and drops what it still sends (the rest of
+/// an oversize message, its close reply) until it closes, for at most
+/// [`CLOSE_TIMEOUT`]. Closing with unread bytes would reset the connection,
+/// and a reset can destroy the close frame before the peer reads it.
+///
+/// The frame is written raw: after a read error tungstenite's own state may
+/// refuse to write.
+async fn close_after_error(
+    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    frame: CloseFrame,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut io = ws.into_inner();
     let deadline = Instant::now() + CLOSE_TIMEOUT;
+    let mut bytes = Vec::new();
+    if tungstenite::protocol::frame::Frame::close(Some(frame))
+        .format(&mut bytes)
+        .is_err()
+    {
+        return;
+    }
+    let write = async {
+        io.write_all(&bytes).await?;
+        io.shutdown().await
+    };
+    if !matches!(tokio::time::timeout_at(deadline, write).await, Ok(Ok(()))) {
+        return;
+    }
     let mut buf = vec![0u8; READ_BUFFER];
-    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, ws.get_mut().read(&mut buf)).await {
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
         if n == 0 {
             break;
         }
@@ -593,16 +695,24 @@ pub struct Session {
     finished: Option<Option<CloseFrame>>,
     outgoing: mpsc::Sender<Box<Outgoing>>,
     closing: bool,
+    /// The largest message the guest may send: the app's message cap.
+    max_message: usize,
 }
 
-/// The session is closed or closing.
-#[derive(Debug)]
-pub struct Closed;
+/// Why a guest's message was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendRefused {
+    /// The session is closed or closing.
+    Closed,
+    /// The message is over the app's `websocket_max_message_kb`.
+    TooLarge,
+}
 
 impl Session {
     fn new(
         incoming: mpsc::Receiver<Box<PeerEvent>>,
         outgoing: mpsc::Sender<Box<Outgoing>>,
+        max_message: usize,
     ) -> Self {
         Self {
             incoming,
@@ -610,6 +720,7 @@ impl Session {
             finished: None,
             outgoing,
             closing: false,
+            max_message,
         }
     }
 
@@ -650,14 +761,17 @@ impl Session {
     }
 
     /// Queues `message`, waiting while the queue is full.
-    pub async fn send(&self, message: Message) -> Result<(), Closed> {
+    pub async fn send(&self, message: Message) -> Result<(), SendRefused> {
         if self.closing {
-            return Err(Closed);
+            return Err(SendRefused::Closed);
+        }
+        if message.len() > self.max_message {
+            return Err(SendRefused::TooLarge);
         }
         self.outgoing
             .send(Box::new(Outgoing::Message(message)))
             .await
-            .map_err(|_| Closed)
+            .map_err(|_| SendRefused::Closed)
     }
 
     /// Starts the closing handshake. Fails for a code a peer may not send.
@@ -679,6 +793,19 @@ impl Session {
     }
 }
 
+/// Headers that belong to one connection or frame a body; the host sets
+/// them itself, so a guest's refusal cannot.
+const CONNECTION_HEADERS: [header::HeaderName; 8] = [
+    header::CONNECTION,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+    header::PROXY_AUTHENTICATE,
+    header::HeaderName::from_static("keep-alive"),
+];
+
 /// The guest's refusal as a response.
 fn refusal_response(refusal: wit::Response) -> Response {
     let mut response = hyper::Response::new(
@@ -694,7 +821,9 @@ fn refusal_response(refusal: wit::Response) -> Response {
         if let (Ok(name), Ok(value)) = (
             header::HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(&value),
-        ) {
+        ) && !CONNECTION_HEADERS.contains(&name)
+            && name.as_str() != "proxy-connection"
+        {
             response.headers_mut().append(name, value);
         }
     }

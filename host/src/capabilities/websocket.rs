@@ -8,7 +8,7 @@ use super::HostState;
 use super::bindings::cyclone::platform::websocket::{
     CloseFrame, Event, Host, HostSession, Message, SendError,
 };
-use crate::websocket::{PeerEvent, Session};
+use crate::websocket::{PeerEvent, SendRefused, Session};
 
 impl Host for HostState {}
 
@@ -44,7 +44,13 @@ impl HostSession for HostState {
             Message::Binary(bytes) => tokio_tungstenite::tungstenite::Message::binary(bytes),
         };
         let session = self.table.get(&session)?;
-        Ok(session.send(message).await.map_err(|_| SendError::Closed))
+        Ok(session
+            .send(message)
+            .await
+            .map_err(|refused| match refused {
+                SendRefused::Closed => SendError::Closed,
+                SendRefused::TooLarge => SendError::TooLarge,
+            }))
     }
 
     async fn close(

@@ -7,7 +7,9 @@
 //!   messages at once; the peer's close frame is printed.
 //! - `/room` (loop style): every text message is published on the topic
 //!   `room` and every message of the topic is sent to the peer.
-//! - `/private`: refused with 401 unless the query is `token=open-sesame`.
+//! - `/private`: refused with 401 unless the query is `token=open-sesame`;
+//!   `token=headers` is refused with 418 and connection and framing headers
+//!   that the host must drop.
 //! - `/plain`: an ordinary HTTP route.
 //! - `/{app}/publish?topic=T&body=B` publishes (answers the id),
 //!   `/{app}/recent?topic=T` lists the kept messages as `ID:BODY` lines
@@ -104,6 +106,11 @@ impl WebSocketHandler for Private {
     async fn connect(&mut self, req: &mut Request) -> Result<(), HttpError> {
         match req.query() {
             Some("token=open-sesame") => Ok(()),
+            // The error page answers this one with headers no refusal may carry.
+            Some("token=headers") => Err(HttpError::new(
+                cyclone_sdk::StatusCode::IM_A_TEAPOT,
+                "refused with headers",
+            )),
             _ => Err(HttpError::unauthorized("a token is needed")),
         }
     }
@@ -152,6 +159,21 @@ async fn lag(req: &mut Request) -> Result<Response, HttpError> {
 #[cyclone_sdk::app]
 fn app() -> Application {
     Application::new()
+        .error_page(|_req, error| {
+            let mut page = error.default_page();
+            if error.status == cyclone_sdk::StatusCode::IM_A_TEAPOT {
+                for (name, value) in [
+                    ("x-refused", "yes"),
+                    ("connection", "upgrade"),
+                    ("transfer-encoding", "chunked"),
+                    ("content-length", "99999"),
+                    ("upgrade", "h2c"),
+                ] {
+                    page = page.with_header(name, value);
+                }
+            }
+            page
+        })
         .websocket("/echo", Echo)
         .websocket("/room", Room)
         .websocket("/private", Private)
