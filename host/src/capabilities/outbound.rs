@@ -61,6 +61,9 @@ pub enum Denied {
         /// The address it is or resolved to.
         ip: IpAddr,
     },
+    /// The URL carries credentials (`user:password@host`).
+    #[error("URLs with credentials (user@host) are refused; send them in a header instead")]
+    Credentials,
     /// The URL has no host, or a scheme other than http and https.
     #[error("unsupported URL {0}")]
     BadUrl(String),
@@ -99,6 +102,12 @@ impl AllowedHosts {
             "http" => false,
             _ => return Err(bad()),
         };
+        // The authority becomes the upstream's `Host` header: credentials in
+        // it would be sent in the clear to whoever answers. Refused, not
+        // stripped, so the guest learns its URL is wrong.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(CheckError::Denied(Denied::Credentials));
+        }
         let host = uri.host().ok_or_else(bad)?.to_ascii_lowercase();
         let host = host
             .trim_start_matches('[')
@@ -222,27 +231,47 @@ impl HostMatch {
     }
 }
 
-/// Loopback, private, link-local, shared, unspecified and similar addresses:
-/// the host's own network, which a wildcard entry must not reach.
+/// Loopback, private, link-local, shared, reserved and similar addresses:
+/// the host's own network, which a wildcard entry must not reach. IPv6 forms
+/// that carry an IPv4 address (mapped, compatible, translated, NAT64, 6to4)
+/// are judged by that address.
 fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
-                || v4.is_broadcast()
-                || a == 0
+                || v4.is_multicast()
+                || a == 0 // "this network"
+                || a >= 240 // reserved, and the broadcast address
                 || (a == 100 && (64..128).contains(&b)) // shared address space
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 198 && (b & 0xfe) == 18) // benchmarking
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                is_internal(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link local
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated, still routed by some)
+                // ::a.b.c.d (compatible) and ::ffff:a.b.c.d (mapped)
+                || (s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff) && embedded(s[6], s[7]))
+                // ::ffff:0:a.b.c.d (translated)
+                || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 && embedded(s[6], s[7]))
+                // 64:ff9b::a.b.c.d (NAT64) and 64:ff9b:1::/48 (local NAT64)
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(s[6], s[7]))
+                || (s[..3] == [0x64, 0xff9b, 1])
+                // 2002:aabb:ccdd::/48 (6to4 of a.b.c.d)
+                || (s[0] == 0x2002 && embedded(s[1], s[2]))
         }
     }
 }
@@ -462,6 +491,74 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_address_classifier_knows_every_internal_form() {
+        let internal = [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "::127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b::10.1.2.3",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "2002:c0a8:101::1",
+        ];
+        for ip in internal {
+            assert!(is_internal(ip.parse().unwrap()), "{ip} is internal");
+        }
+        let public = [
+            "8.8.8.8",
+            "93.184.215.14",
+            "100.128.0.1",
+            "192.0.1.1",
+            "198.20.0.1",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ];
+        for ip in public {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_in_a_url_are_refused() {
+        let list = ["http://*:*", "http://127.0.0.1:9000"];
+        for url in [
+            "http://user:secret@93.184.215.14/",
+            "http://user@127.0.0.1:9000/",
+        ] {
+            let err = check(&list, url).await.unwrap_err();
+            assert!(err.contains("credentials"), "{url}: {err}");
+        }
     }
 
     #[test]

@@ -132,6 +132,41 @@ fn probe_allowed_to(upstream: &Upstream) -> Cyclone {
 }
 
 #[test]
+fn ipv6_forms_of_internal_addresses_and_urls_with_credentials_are_refused() {
+    let upstream = Upstream::start();
+    let port = upstream.port();
+    let (_dir, path) = manifest(&format!(
+        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
+         allowed_outbound_hosts = [\"http://*:*\", \"http://127.0.0.1:{port}\"]\n",
+        components::PROBE,
+    ));
+    let server = Cyclone::serve(&path);
+    for host in [
+        "[::ffff:0:7f00:1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::1]",
+    ] {
+        let reply = server.get(&format!("/fetch?url=http://{host}:{port}/secret"));
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.starts_with("error: "), "{host}: {}", reply.body);
+    }
+    assert!(server.wait_for_log(
+        "is the internal address 64:ff9b::7f00:1",
+        Duration::from_secs(10)
+    ));
+    // Credentials would travel in the upstream's Host header: refused, even
+    // for an upstream the list names.
+    let reply = server.get(&format!(
+        "/fetch?url=http://user:secret@127.0.0.1:{port}/secret"
+    ));
+    assert!(reply.body.starts_with("error: "), "{}", reply.body);
+    assert!(server.wait_for_log("URLs with credentials", Duration::from_secs(10)));
+    let ok = server.get(&format!("/fetch?url={}", upstream.url("/hello")));
+    assert_eq!(ok.body, "200 /hello");
+}
+
+#[test]
 fn a_spoofed_host_header_does_not_bypass_the_list() {
     let upstream = Upstream::start();
     let server = probe_allowed_to(&upstream);
