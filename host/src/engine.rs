@@ -1,10 +1,13 @@
 //! The wasmtime `Engine`, its instance pool, and compiled components.
 //!
 //! One engine serves the whole process. Components are compiled once and kept
-//! in an on-disk cache keyed by the SHA-256 of their bytes and the engine's
+//! in an on-disk cache keyed by the SHA-256 of their bytes and of the engine's
 //! compatibility hash, so a restart loads machine code instead of compiling.
+//! Each entry begins with those digests, so an entry is loaded only for the
+//! component and engine it was made for; a cache that other users could
+//! write is refused.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -45,6 +48,15 @@ pub enum LoadError {
         path: PathBuf,
         /// What the file is instead.
         what: &'static str,
+    },
+    /// The compile cache cannot be trusted: others could plant machine code
+    /// in it.
+    #[error("{path}: {message}")]
+    UnsafeCache {
+        /// The folder or entry.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
     },
     /// The component failed to validate or compile.
     #[error("{path}: cannot compile component: {message}")]
@@ -109,6 +121,11 @@ impl ComponentCache {
 
     /// Loads the component at `path`: from the cache when it holds this exact
     /// file for this engine, otherwise compiled and then stored.
+    ///
+    /// A cache folder or entry that another user could write is refused: it
+    /// holds machine code that runs in this process. An entry that does not
+    /// prove it was compiled from these bytes for this engine is ignored and
+    /// replaced.
     pub fn load(&self, engine: &Engine, path: &Path) -> Result<Component, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
@@ -118,24 +135,20 @@ impl ComponentCache {
             path: path.to_owned(),
             what,
         })?;
-        let cached = self
-            .dir
-            .as_ref()
-            .map(|dir| dir.join(cache_key(engine, &bytes)));
-
-        if let Some(file) = cached.as_deref().filter(|f| f.exists()) {
-            // SAFETY: the file was written by `Component::serialize` for an engine
-            // with the same compatibility hash (it is in the file name), and the
-            // cache folder is the user's own (see `ComponentCache::new`).
-            match unsafe { Component::deserialize_file(engine, file) } {
-                Ok(component) => {
-                    tracing::info!(component = %path.display(), "loaded from cache");
-                    return Ok(component);
-                }
-                Err(e) => {
-                    tracing::warn!(cache = %file.display(), "ignoring unusable cache entry: {e}")
-                }
+        let stamp = CacheStamp::new(engine, &bytes);
+        let cached = match &self.dir {
+            Some(dir) => {
+                check_private(dir, "folder")?;
+                Some(dir.join(stamp.file_name()))
             }
+            None => None,
+        };
+
+        if let Some(file) = cached.as_deref()
+            && let Some(component) = load_cached(engine, file, &stamp)?
+        {
+            tracing::info!(component = %path.display(), "loaded from cache");
+            return Ok(component);
         }
 
         let started = Instant::now();
@@ -145,11 +158,121 @@ impl ComponentCache {
         })?;
         tracing::info!(component = %path.display(), elapsed = ?started.elapsed(), "compiled");
         if let Some(file) = cached
-            && let Err(e) = store(&component, &file)
+            && let Err(e) = store(&component, &file, &stamp)
         {
             tracing::warn!(cache = %file.display(), "cannot write compile cache: {e:#}");
         }
         Ok(component)
+    }
+}
+
+/// What a cache entry must begin with to be loaded for a component: a
+/// magic string, the SHA-256 of the component's bytes and of the engine's
+/// compatibility hash. The file name carries the same digests, but a name
+/// proves nothing: an entry renamed or copied from another component is
+/// caught by its content.
+struct CacheStamp([u8; CacheStamp::LEN]);
+
+impl CacheStamp {
+    const MAGIC: &[u8; 16] = b"cyclone-cache-1\0";
+    const LEN: usize = 16 + 32 + 32;
+
+    fn new(engine: &Engine, bytes: &[u8]) -> Self {
+        let mut compat = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut compat);
+        let mut stamp = [0; Self::LEN];
+        stamp[..16].copy_from_slice(Self::MAGIC);
+        stamp[16..48].copy_from_slice(&Sha256::digest(bytes));
+        stamp[48..].copy_from_slice(&compat.0.finalize());
+        Self(stamp)
+    }
+
+    /// `<component digest>-<first 16 hex digits of the engine digest>.cwasm`.
+    fn file_name(&self) -> String {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        format!("{}-{}.cwasm", hex(&self.0[16..48]), hex(&self.0[48..56]))
+    }
+}
+
+/// A `Hasher` that feeds SHA-256, so the engine's compatibility hash gives
+/// the same cache key with every toolchain (`DefaultHasher` may change).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        unreachable!("only the full digest is used")
+    }
+}
+
+/// Refuses `path` (a cache folder or entry) when a user other than this
+/// one owns it or could write it, in the words ssh uses for key files.
+fn check_private(path: &Path, what: &str) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(LoadError::UnsafeCache {
+                path: path.to_owned(),
+                message: format!("cannot check the compile cache {what}: {e}"),
+            });
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let problem = if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_owned())
+    } else if meta.uid() != me {
+        Some(format!(
+            "belongs to user {} and not to this one",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by other users (mode {:o})",
+            meta.mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(LoadError::UnsafeCache {
+            path: path.to_owned(),
+            message: format!(
+                "the compile cache {what} {problem}; it holds machine code cyclone runs, so it must be yours and writable only by you: `chmod go-w` it (and `chown` it), remove it, or choose another with --cache-dir"
+            ),
+        }),
+    }
+}
+
+/// The component in cache entry `file`, when there is one made for `stamp`.
+fn load_cached(
+    engine: &Engine,
+    file: &Path,
+    stamp: &CacheStamp,
+) -> Result<Option<Component>, LoadError> {
+    check_private(file, "entry")?;
+    let Ok(entry) = std::fs::read(file) else {
+        return Ok(None);
+    };
+    let Some(code) = entry.strip_prefix(&stamp.0[..]) else {
+        tracing::warn!(cache = %file.display(), "cache entry was not made from this component for this engine; recompiling");
+        return Ok(None);
+    };
+    // SAFETY: the code was written by `Component::serialize` (the stamp
+    // before it says so, for these component bytes and this engine), in a
+    // folder and file that only this user can write (`check_private`).
+    match unsafe { Component::deserialize(engine, code) } {
+        Ok(component) => Ok(Some(component)),
+        Err(e) => {
+            tracing::warn!(cache = %file.display(), "ignoring unusable cache entry: {e}");
+            Ok(None)
+        }
     }
 }
 
@@ -165,28 +288,54 @@ fn check_component_header(bytes: &[u8]) -> Result<(), &'static str> {
     }
 }
 
-fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
-    let mut compat = DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut compat);
-    let digest = Sha256::digest(bytes);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-{:016x}.cwasm", compat.finish())
-}
-
-fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
+/// Writes `component` to `file` after its stamp. The folder is created
+/// private; the code goes to a fresh temporary file (a random name, created
+/// exclusively, so nothing planted in the folder can redirect it) that is
+/// then renamed into place.
+fn store(component: &Component, file: &Path, stamp: &CacheStamp) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::DirBuilderExt;
     let dir = file.parent().context("cache file has no folder")?;
-    std::fs::create_dir_all(dir).context("creating cache folder")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .context("creating cache folder")?;
     let code = component.serialize().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, code).context("writing cache file")?;
-    std::fs::rename(&tmp, file).context("moving cache file into place")?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cyclone-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .context("creating a temporary cache file")?;
+    tmp.write_all(&stamp.0).context("writing cache file")?;
+    tmp.write_all(&code).context("writing cache file")?;
+    tmp.persist(file).context("moving cache file into place")?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_folder_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_private(dir.path(), "folder").is_ok());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_private(dir.path(), "folder").unwrap_err().to_string();
+        assert!(
+            err.contains("can be written by other users (mode 777)"),
+            "{err}"
+        );
+        assert!(err.contains("chmod go-w"), "{err}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let err = check_private(&link, "entry").unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(check_private(&dir.path().join("missing"), "entry").is_ok());
+    }
 
     #[test]
     fn tells_components_from_core_modules() {
