@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store, StoreLimits};
@@ -27,7 +28,10 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::capabilities::{AllowedHosts, AppCapabilities, HostState, linker_for};
 use crate::config::{AppConfig, ServerConfig};
-use crate::limits::{self, Admission, CappedBody, CpuBudgetExceeded, CpuClock, RETRY_AFTER_SECS};
+use crate::limits::{
+    self, Admission, BodyBuffer, BodyRefused, CappedBody, CpuBudgetExceeded, CpuClock,
+    RETRY_AFTER_SECS,
+};
 use crate::router::Router;
 use crate::websocket;
 
@@ -45,6 +49,8 @@ pub struct App {
     pub(crate) cpu_budget: Duration,
     pub(crate) timeout: Option<Duration>,
     max_body_bytes: u64,
+    /// The guest reads the body as it arrives (`stream_request_body`).
+    stream_body: bool,
 }
 
 impl App {
@@ -78,6 +84,7 @@ impl App {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 pubsub: crate::pubsub::InProcess::new(config.pubsub_history, config.pubsub_buffer),
+                log_lines_per_sec: config.max_log_lines_per_sec,
             }),
             pre,
             websocket,
@@ -86,6 +93,7 @@ impl App {
             cpu_budget: config.cpu_budget(),
             timeout: config.timeout(),
             max_body_bytes: config.max_body_bytes(),
+            stream_body: config.stream_request_body,
         })
     }
 
@@ -124,26 +132,49 @@ impl App {
     }
 }
 
-/// The instance permits one request or session holds, per app and shared.
+/// Where a route leads: its app, and the route's own instance cap if it
+/// has one.
+pub struct Target {
+    pub(crate) app: Arc<App>,
+    admission: Option<Admission>,
+}
+
+impl Target {
+    /// The target of `route` of `app`.
+    pub fn new(app: Arc<App>, route: &crate::config::Route, server: &ServerConfig) -> Self {
+        Self {
+            app,
+            admission: route
+                .max_instances
+                .map(|permits| Admission::with_permits(permits, server)),
+        }
+    }
+}
+
+/// The instance permits one request or session holds: per route, per app
+/// and shared.
 pub(crate) struct Permits {
+    _route: Option<tokio::sync::OwnedSemaphorePermit>,
     _app: Option<tokio::sync::OwnedSemaphorePermit>,
     _shared: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Routes requests to apps and runs each in a fresh instance.
 pub struct Dispatcher {
-    router: Router<Arc<App>>,
+    router: Router<Target>,
     admission: Admission,
+    bodies: BodyBuffer,
     next_request_id: AtomicU64,
     sessions: websocket::Sessions,
 }
 
 impl Dispatcher {
     /// A dispatcher over a route table of apps.
-    pub fn new(router: Router<Arc<App>>, server: &ServerConfig) -> Self {
+    pub fn new(router: Router<Target>, server: &ServerConfig) -> Self {
         Self {
             router,
             admission: Admission::new(server),
+            bodies: BodyBuffer::new(server),
             next_request_id: AtomicU64::new(1),
             sessions: websocket::Sessions::default(),
         }
@@ -165,23 +196,27 @@ impl Dispatcher {
         self.sessions.all_closed().await;
     }
 
-    /// Takes an instance permit for `app`: per app first, so one app's
-    /// backlog does not take the shared permits; 503 when refused.
-    pub(crate) async fn admit(&self, app: &App, id: u64) -> Result<Permits, Box<Response>> {
-        let name = &app.caps.name;
-        let app_permit = match &app.admission {
+    /// Takes an instance permit for a request on `target`: the route's
+    /// first, then the app's, then the shared one, so a backlog on one
+    /// route or app does not take the permits others need; 503 when refused.
+    pub(crate) async fn admit(&self, target: &Target, id: u64) -> Result<Permits, Box<Response>> {
+        let name = &target.app.caps.name;
+        let gate = async |gate: &Option<Admission>, which: &str| match gate {
             Some(gate) => match gate.admit().await {
-                Ok(permit) => Some(permit),
+                Ok(permit) => Ok(Some(permit)),
                 Err(refused) => {
-                    tracing::warn!(request = id, app = %name, "503: app max_instances: {refused}");
-                    return Err(Box::new(unavailable()));
+                    tracing::warn!(request = id, app = %name, "503: {which} max_instances: {refused}");
+                    Err(Box::new(unavailable()))
                 }
             },
-            None => None,
+            None => Ok(None),
         };
+        let route = gate(&target.admission, "route").await?;
+        let app = gate(&target.app.admission, "app").await?;
         match self.admission.admit().await {
             Ok(permit) => Ok(Permits {
-                _app: app_permit,
+                _route: route,
+                _app: app,
                 _shared: permit,
             }),
             Err(refused) => {
@@ -199,13 +234,14 @@ impl Dispatcher {
     /// what the common path needs.
     pub async fn handle(&self, req: Box<hyper::Request<Incoming>>) -> Result<Response, Infallible> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let Some(app) = self.router.lookup(req.uri().path()) else {
+        let Some(target) = self.router.lookup(req.uri().path()) else {
             return Ok(plain(StatusCode::NOT_FOUND, "Not Found\n"));
         };
+        let app = &target.app;
         if let Some(support) = &app.websocket
             && websocket::is_upgrade(&req)
         {
-            return Ok(Box::pin(websocket::handle(self, app, support.clone(), *req, id)).await);
+            return Ok(Box::pin(websocket::handle(self, target, support.clone(), *req, id)).await);
         }
         let name = app.caps.name.clone();
         let declared_length = req
@@ -216,7 +252,22 @@ impl Dispatcher {
             tracing::info!(request = id, app = %name, "413: body of {} bytes is over max_body_kb", declared_length.unwrap_or(0));
             return Ok(too_large());
         }
-        let permits = match self.admit(app, id).await {
+        let body_over_cap = Arc::new(AtomicBool::new(false));
+        let (head, body) = req.into_parts();
+        // The body is read whole before an instance is taken, so a slow
+        // upload holds memory (bounded) but no instance; unless the app
+        // streams bodies to its guest.
+        let body: UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error> = if body.is_end_stream() {
+            Empty::new().map_err(|never| match never {}).boxed_unsync()
+        } else if app.stream_body {
+            CappedBody::new(body, app.max_body_bytes, body_over_cap.clone()).boxed_unsync()
+        } else {
+            match self.bodies.read(body, app.max_body_bytes).await {
+                Ok(body) => body.boxed_unsync(),
+                Err(refused) => return Ok(body_refused(refused, id, &name)),
+            }
+        };
+        let permits = match self.admit(target, id).await {
             Ok(permits) => permits,
             Err(response) => return Ok(*response),
         };
@@ -224,9 +275,7 @@ impl Dispatcher {
             Ok(store) => store,
             Err(response) => return Ok(*response),
         };
-        let body_over_cap = Arc::new(AtomicBool::new(false));
-        let req =
-            (*req).map(|body| CappedBody::new(body, app.max_body_bytes, body_over_cap.clone()));
+        let req = hyper::Request::from_parts(head, body);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources: wasmtime::Result<_> = (|| {
             let http = &mut store.data_mut().http();
@@ -276,17 +325,22 @@ impl Dispatcher {
             result.map_err(|e| GuestFailure::classify(&e, id, &task_name))
         });
 
+        // Hyper drops this future when the client goes away (a closed
+        // connection, an HTTP/2 reset); the guard then stops the guest.
+        let abandoned = Abandoned::new(guest.abort_handle(), id, name.clone());
         let response = receiver.await;
         if body_over_cap.load(Ordering::Relaxed) {
             tracing::info!(request = id, app = %name, "413: body over max_body_kb");
+            abandoned.stop();
             return Ok(too_large());
         }
         Ok(match response {
             Ok(Ok(response)) => {
-                response.map(|body| GuestBody::new(body, call_outcome).boxed_unsync())
+                response.map(|body| GuestBody::new(body, call_outcome, abandoned).boxed_unsync())
             }
             Ok(Err(code)) => {
                 tracing::error!(request = id, app = %name, "500: guest answered with error {code:?}");
+                abandoned.stop();
                 internal_error(id)
             }
             // The guest dropped the response outparam without setting it.
@@ -302,6 +356,48 @@ impl Dispatcher {
                 }
             },
         })
+    }
+}
+
+/// Stops a request's guest when dropped before [`Abandoned::finished`]: the
+/// client went away, so nobody will read the answer, and the instance and its
+/// permits go back at once instead of when the guest gives up.
+struct Abandoned {
+    guest: Option<tokio::task::AbortHandle>,
+    id: u64,
+    app: Arc<str>,
+}
+
+impl Abandoned {
+    fn new(guest: tokio::task::AbortHandle, id: u64, app: Arc<str>) -> Self {
+        Self {
+            guest: Some(guest),
+            id,
+            app,
+        }
+    }
+
+    /// The answer was delivered whole: the guest may finish what it does after it.
+    fn finished(&mut self) {
+        self.guest = None;
+    }
+
+    /// The host answers instead of the guest (and has logged why): stop it.
+    fn stop(mut self) {
+        if let Some(guest) = self.guest.take() {
+            guest.abort();
+        }
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(guest) = self.guest.take()
+            && !guest.is_finished()
+        {
+            guest.abort();
+            tracing::info!(request = self.id, app = %self.app, "client went away before the response was complete; instance released");
+        }
     }
 }
 
@@ -383,16 +479,24 @@ impl GuestFailure {
 /// `wasi:http` contract is that an unfinished body is corrupt, so here its end
 /// waits for the call's outcome and becomes an error (the connection is cut)
 /// when the guest failed.
+///
+/// Dropped before its end (the client went away mid-body), it stops the guest.
 struct GuestBody {
     inner: HyperOutgoingBody,
     call_outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+    abandoned: Abandoned,
 }
 
 impl GuestBody {
-    fn new(inner: HyperOutgoingBody, call_outcome: tokio::sync::oneshot::Receiver<bool>) -> Self {
+    fn new(
+        inner: HyperOutgoingBody,
+        call_outcome: tokio::sync::oneshot::Receiver<bool>,
+        abandoned: Abandoned,
+    ) -> Self {
         Self {
             inner,
             call_outcome: Some(call_outcome),
+            abandoned,
         }
     }
 }
@@ -413,6 +517,7 @@ impl Body for GuestBody {
         };
         let succeeded = ready!(Pin::new(outcome).poll(cx)).unwrap_or(false);
         self.call_outcome = None;
+        self.abandoned.finished();
         Poll::Ready(if succeeded {
             None
         } else {
@@ -438,6 +543,28 @@ pub(crate) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// The answer to a body the host would not read whole, logged.
+fn body_refused(refused: BodyRefused, id: u64, app: &str) -> Response {
+    tracing::info!(request = id, app = %app, "{}: {refused}", match refused {
+        BodyRefused::TooLarge => "413",
+        BodyRefused::TooSlow => "408",
+        BodyRefused::Busy => "503",
+        BodyRefused::Broken(_) => "400",
+    });
+    match refused {
+        BodyRefused::TooLarge => too_large(),
+        BodyRefused::TooSlow => {
+            let mut response = plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout\n");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        BodyRefused::Busy => unavailable(),
+        BodyRefused::Broken(_) => plain(StatusCode::BAD_REQUEST, "Bad Request\n"),
+    }
 }
 
 fn too_large() -> Response {

@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use config::Manifest;
 use dispatch::{App, Dispatcher};
 use engine::ComponentCache;
-use router::{RoutePattern, Router};
+use router::Router;
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +98,8 @@ impl Host {
                 })?;
             let linked = Arc::new(linked);
             for route in &app.routes {
-                let pattern =
-                    RoutePattern::parse(route).map_err(|e| StartError::Routes(e.to_string()))?;
-                routes.push((pattern, linked.clone()));
+                let target = dispatch::Target::new(linked.clone(), route, &manifest.server);
+                routes.push((route.pattern.clone(), target));
             }
         }
         let router = Router::new(routes).map_err(StartError::Routes)?;

@@ -79,7 +79,8 @@ impl Admission {
             .map(|permits| Self::with_permits(permits, server))
     }
 
-    fn with_permits(permits: u32, server: &ServerConfig) -> Self {
+    /// A gate of `permits`, with the server's queue settings.
+    pub fn with_permits(permits: u32, server: &ServerConfig) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(permits as usize)),
             queued: AtomicUsize::new(0),
@@ -113,6 +114,132 @@ impl Admission {
     /// Permits free right now.
     pub fn available(&self) -> usize {
         self.permits.available_permits()
+    }
+}
+
+/// The request bodies the host holds in memory while they arrive, before
+/// any instance is taken for them: bounded in total (`max_buffered_body_kb`)
+/// and in how long a client may pause (`body_read_timeout_ms`).
+#[derive(Debug)]
+pub struct BodyBuffer {
+    /// One permit per KiB buffered, process-wide.
+    kib: Arc<Semaphore>,
+    progress_timeout: Duration,
+    queue_timeout: Duration,
+}
+
+/// Why a request body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyRefused {
+    /// More than the app's `max_body_kb` arrived (→ 413).
+    #[error("body over max_body_kb")]
+    TooLarge,
+    /// The client paused longer than `body_read_timeout_ms` (→ 408).
+    #[error("no body bytes arrived within body_read_timeout_ms")]
+    TooSlow,
+    /// Bodies already buffered fill `max_buffered_body_kb`, and no room
+    /// came free within the queue timeout (→ 503).
+    #[error("request bodies in memory fill max_buffered_body_kb")]
+    Busy,
+    /// The body broke off or was malformed (→ 400, if anyone still listens).
+    #[error("the body broke off: {0}")]
+    Broken(&'static str),
+}
+
+impl BodyBuffer {
+    /// The process's buffer, sized from `server`.
+    pub fn new(server: &ServerConfig) -> Self {
+        let kib = usize::try_from(server.max_buffered_body_kb)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            kib: Arc::new(Semaphore::new(kib)),
+            progress_timeout: server.body_read_timeout(),
+            queue_timeout: server.queue_timeout(),
+        }
+    }
+
+    /// Reads `body` whole, up to `max` bytes. Memory is counted as it
+    /// arrives (a declared length reserves nothing: a client is charged
+    /// only for bytes it sent) and given back when the returned body is
+    /// dropped.
+    pub async fn read<B>(&self, body: B, max: u64) -> Result<BufferedBody, BodyRefused>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
+        let mut body = body;
+        let mut data = bytes::BytesMut::new();
+        let mut permit: Option<OwnedSemaphorePermit> = None;
+        let mut held_kib: u32 = 0;
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+            let frame = match tokio::time::timeout(self.progress_timeout, frame).await {
+                Err(_) => return Err(BodyRefused::TooSlow),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(BodyRefused::Broken("connection error")),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(chunk) = frame.into_data() else {
+                continue; // trailers: not passed on
+            };
+            if (data.len() + chunk.len()) as u64 > max {
+                return Err(BodyRefused::TooLarge);
+            }
+            let needed = u32::try_from((data.len() + chunk.len()).div_ceil(1024))
+                .map_err(|_| BodyRefused::TooLarge)?;
+            if needed > held_kib {
+                let more = self.reserve(needed - held_kib).await?;
+                match &mut permit {
+                    Some(permit) => permit.merge(more),
+                    None => permit = Some(more),
+                }
+                held_kib = needed;
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(BufferedBody {
+            data: (!data.is_empty()).then(|| data.freeze()),
+            _permit: permit,
+        })
+    }
+
+    async fn reserve(&self, kib: u32) -> Result<OwnedSemaphorePermit, BodyRefused> {
+        if let Ok(permit) = self.kib.clone().try_acquire_many_owned(kib) {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(self.queue_timeout, self.kib.clone().acquire_many_owned(kib))
+            .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(BodyRefused::Busy),
+        }
+    }
+}
+
+/// A request body read whole; its memory counts against the process's
+/// [`BodyBuffer`] until it is dropped.
+pub struct BufferedBody {
+    data: Option<Bytes>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Body for BufferedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }
 
@@ -321,6 +448,70 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn buffer(max_kib: u64, progress_ms: u64) -> BodyBuffer {
+        BodyBuffer::new(&ServerConfig {
+            max_buffered_body_kb: max_kib,
+            body_read_timeout_ms: progress_ms,
+            queue_timeout_ms: 50,
+            ..ServerConfig::default()
+        })
+    }
+
+    fn chunks(
+        parts: Vec<&'static [u8]>,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
+        StreamBody::new(futures_util::stream::iter(
+            parts
+                .into_iter()
+                .map(|p| Ok(Frame::data(Bytes::from_static(p)))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_and_counted_until_dropped() {
+        let buffer = buffer(4, 1000);
+        let body = buffer
+            .read(chunks(vec![&[1; 1000], &[2; 1000], &[3; 100]]), 10_000)
+            .await
+            .unwrap();
+        assert_eq!(buffer.kib.available_permits(), 1, "2,100 bytes hold 3 KiB");
+        let whole = body.collect().await.unwrap().to_bytes();
+        assert_eq!(whole.len(), 2100);
+        assert_eq!(buffer.kib.available_permits(), 4, "given back when dropped");
+    }
+
+    #[tokio::test]
+    async fn bodies_past_their_cap_or_the_buffer_are_refused() {
+        let buffer = buffer(2, 1000);
+        let too_large = buffer.read(chunks(vec![&[0; 600], &[0; 600]]), 1000).await;
+        assert_eq!(too_large.err(), Some(BodyRefused::TooLarge));
+        let held = buffer.read(chunks(vec![&[0; 2048]]), 10_000).await.unwrap();
+        let busy = buffer.read(chunks(vec![&[0; 10]]), 10_000).await;
+        assert_eq!(busy.err(), Some(BodyRefused::Busy));
+        drop(held);
+        assert!(buffer.read(chunks(vec![&[0; 10]]), 10_000).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_times_out() {
+        let buffer = buffer(64, 50);
+        let stalled = StreamBody::new(
+            futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+                Bytes::from_static(b"x"),
+            ))])
+            .chain(futures_util::stream::pending::<
+                Result<Frame<Bytes>, std::convert::Infallible>,
+            >()),
+        );
+        assert_eq!(
+            buffer.read(stalled, 1000).await.err(),
+            Some(BodyRefused::TooSlow)
+        );
+        assert_eq!(buffer.kib.available_permits(), 64);
+    }
 
     fn gate(max_instances: u32, max_queued: usize, timeout_ms: u64) -> Admission {
         Admission::new(&ServerConfig {

@@ -29,7 +29,8 @@ enum Command {
     /// Serve a component (at every path) or a manifest (apps and their routes).
     ///
     /// Prints `cyclone listening on http://IP:PORT` once ready. SIGINT or
-    /// SIGTERM stops accepting, lets in-flight requests finish, and exits 0.
+    /// SIGTERM stops accepting, lets in-flight requests finish, and exits 0;
+    /// a second SIGINT or SIGTERM exits at once with status 1.
     /// Log verbosity follows CYCLONE_LOG (e.g. `debug`, `cyclone_host=trace`).
     Serve {
         /// A `.wasm` component, or a `cyclone.toml` manifest.
@@ -51,12 +52,20 @@ enum Command {
 fn main() -> ExitCode {
     let huge_pages_off = no_transparent_huge_pages();
     let cli = Cli::parse();
+    // Log lines go through a bounded queue to a thread of their own, so a
+    // slow reader of stderr never stalls a worker's event loop; when the
+    // queue is full, lines are dropped rather than waited for.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .thread_name("cyclone-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CYCLONE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = huge_pages_off {
@@ -85,6 +94,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Log lines waiting to be written at most; past it new lines are dropped.
+const LOG_QUEUE_LINES: usize = 16_384;
 
 /// mimalloc asks the kernel for transparent huge pages on its arenas, and a
 /// huge page is resident as a whole however little of it is in use: with
@@ -164,8 +176,17 @@ fn serve(
                     _ = interrupt.recv() => "SIGINT",
                     _ = terminate.recv() => "SIGTERM",
                 };
-                tracing::info!("{name}: shutting down after in-flight requests finish");
+                tracing::info!(
+                    "{name}: shutting down after in-flight requests finish (signal again to stop at once)"
+                );
                 let _ = stop.send(true);
+                // A second signal during the drain means "now", as for most servers.
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                tracing::warn!("{name} again: exiting without waiting for the drain");
+                std::process::exit(1);
             });
         })
         .context("starting the signal thread")?;

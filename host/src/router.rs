@@ -1,77 +1,10 @@
 //! Maps a request path to the app that serves it.
 //!
-//! A route is either an exact path (`/hello`) or a prefix ending in `/...`
-//! (`/api/...` matches `/api`, `/api/` and everything below; `/...` matches every
-//! path). Precedence does not depend on manifest order: an exact route beats any
-//! prefix, and among prefixes the longest wins. The same route twice is an error.
+//! Precedence does not depend on manifest order: an exact route beats any
+//! prefix, and among prefixes the longest wins. The same route twice is an
+//! error. Patterns are [`RoutePattern`]s, parsed with the manifest.
 
-use std::fmt;
-
-/// A parsed route pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoutePattern {
-    /// Matches exactly this path.
-    Exact(String),
-    /// Matches this path and everything below it (stored without the `/...`).
-    Prefix(String),
-}
-
-/// Why a route pattern was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("route `{route}` {reason}")]
-pub struct RouteError {
-    route: String,
-    reason: &'static str,
-}
-
-impl RoutePattern {
-    /// Parses `/exact` or `/prefix/...`.
-    pub fn parse(route: &str) -> Result<Self, RouteError> {
-        let error = |reason| RouteError {
-            route: route.to_owned(),
-            reason,
-        };
-        if !route.starts_with('/') {
-            return Err(error("must start with `/`"));
-        }
-        if let Some(prefix) = route.strip_suffix("/...") {
-            if prefix.contains("...") {
-                return Err(error("may use `...` only once, at the end"));
-            }
-            return Ok(RoutePattern::Prefix(prefix.to_owned()));
-        }
-        if route.contains("...") {
-            return Err(error("may use `...` only at the end, as `/...`"));
-        }
-        Ok(RoutePattern::Exact(route.to_owned()))
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            RoutePattern::Exact(exact) => path == exact,
-            RoutePattern::Prefix(prefix) => path
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
-        }
-    }
-
-    /// Higher wins: exact routes above all prefixes, longer prefixes above shorter.
-    fn rank(&self) -> (bool, usize) {
-        match self {
-            RoutePattern::Exact(p) => (true, p.len()),
-            RoutePattern::Prefix(p) => (false, p.len()),
-        }
-    }
-}
-
-impl fmt::Display for RoutePattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RoutePattern::Exact(p) => f.write_str(p),
-            RoutePattern::Prefix(p) => write!(f, "{p}/..."),
-        }
-    }
-}
+use crate::config::RoutePattern;
 
 /// A route table from patterns to targets `T`, sorted by precedence.
 #[derive(Debug)]

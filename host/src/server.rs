@@ -10,19 +10,23 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderValue, Request, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::ServerConfig;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, plain};
 
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 4096;
@@ -112,9 +116,10 @@ async fn serve(
         let protocols = protocols.clone();
         let stop = shutdown.clone();
         let open = connections.open();
+        let accepted = Instant::now();
         tokio::spawn(async move {
             let _open = open;
-            if let Err(e) = protocols.serve(stream, dispatcher, stop).await {
+            if let Err(e) = protocols.serve(stream, accepted, dispatcher, stop).await {
                 tracing::debug!(%peer, "connection closed with error: {e}");
             }
         });
@@ -169,6 +174,9 @@ impl Drop for Open {
     }
 }
 
+/// How long an HTTP/2 peer may take to answer a keep-alive ping.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The first bytes of an HTTP/2 connection with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -177,6 +185,7 @@ struct Protocols {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Protocols {
@@ -187,96 +196,315 @@ impl Protocols {
         // reads); a client that does not finish its head in time is
         // disconnected.
         h1.timer(TokioTimer::new())
+            .max_headers(MAX_HEADERS)
             .max_header_size(config.max_header_bytes())
             .max_buf_size(config.max_header_bytes())
             .header_read_timeout(config.header_read_timeout());
         let mut h2 = http2::Builder::new(TokioExecutor::new());
+        // A peer that stops answering pings is gone: its connection closes.
         h2.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(config.max_header_bytes()).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(config.max_header_bytes()).unwrap_or(u32::MAX))
+            .keep_alive_interval(config.idle_timeout() / 2)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         Self {
             h1,
             h2,
             header_read_timeout: config.header_read_timeout(),
+            idle_timeout: config.idle_timeout(),
         }
     }
 
     /// Serves one connection until the client leaves or, after `stop` turns
     /// true, until its request in flight is answered.
     ///
+    /// The client has `header_read_timeout` from `accepted` to send its first
+    /// request head, however it spends it (silent, or sending a byte at a
+    /// time); later heads on a kept-alive HTTP/1.1 connection get their own
+    /// `header_read_timeout` from hyper.
+    ///
     /// The protocol is told by peeking at the first bytes, so hyper's first
     /// read gets the whole request head into one 8 KiB buffer (reading a
-    /// prefix first, as a sniffing wrapper does, makes hyper grow that buffer
-    /// to 16 KiB for the connection's lifetime).
+    /// prefix first makes hyper grow that buffer to 16 KiB for the
+    /// connection's lifetime). Only a client whose first bytes look like the
+    /// start of the HTTP/2 preface and stop short has them read and replayed.
     async fn serve(
         &self,
         stream: TcpStream,
+        accepted: Instant,
         dispatcher: Arc<Dispatcher>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), hyper::Error> {
-        let h2 = tokio::select! {
-            sniffed = tokio::time::timeout(self.header_read_timeout, speaks_h2(&stream)) => {
+        let head_deadline = accepted + self.header_read_timeout;
+        let (h2, io) = tokio::select! {
+            sniffed = tokio::time::timeout_at(head_deadline, sniff(stream)) => {
                 match sniffed {
-                    Ok(Ok(h2)) => h2,
+                    Ok(Ok(pair)) => pair,
                     // Silent past the header read timeout, or gone.
                     _ => return Ok(()),
                 }
             }
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
         };
-        let service = hyper::service::service_fn(move |req| {
-            // Boxed before the async block, which would otherwise hold a
-            // second copy of it next to the one in `handle`'s future.
-            let req = Box::new(detach_head(req));
-            let dispatcher = dispatcher.clone();
-            async move { dispatcher.handle(req).await }
+        let activity = Arc::new(Activity::new(accepted));
+        let service = hyper::service::service_fn({
+            let activity = activity.clone();
+            move |req: hyper::Request<Incoming>| {
+                let busy = Busy::new(&activity);
+                // hyper caps an HTTP/1.1 head at MAX_HEADERS fields; HTTP/2
+                // gets the same cap here.
+                let too_many = req.headers().len() > MAX_HEADERS;
+                // Boxed before the async block, which would otherwise hold a
+                // second copy of it next to the one in `handle`'s future.
+                let req = Box::new(detach_head(req));
+                let dispatcher = dispatcher.clone();
+                async move {
+                    let _busy = busy;
+                    if too_many {
+                        return Ok(plain(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "Request Header Fields Too Large\n",
+                        ));
+                    }
+                    dispatcher.handle(req).await
+                }
+            }
         });
-        let io = TokioIo::new(stream);
+        let io = TokioIo::new(io);
+        let watch = Watch {
+            first_head: head_deadline,
+            idle_timeout: self.idle_timeout,
+            activity,
+        };
         if h2 {
             // Boxed: most connections are HTTP/1.1 and need not carry room for it.
             let connection = Box::pin(self.h2.serve_connection(io, service));
             until_drained(
                 connection,
                 |c| c.get_mut().as_mut().graceful_shutdown(),
+                watch,
                 stop,
             )
             .await
+            .unwrap_or(Ok(()))
         } else {
             let connection = self.h1.serve_connection(io, service).with_upgrades();
-            until_drained(connection, |c| c.graceful_shutdown(), stop).await
+            until_drained(connection, |c| c.graceful_shutdown(), watch, stop)
+                .await
+                .unwrap_or(Ok(()))
         }
     }
 }
 
-/// Whether the client on `stream` opens with the HTTP/2 preface, judged from
-/// its first bytes without consuming them.
-async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
+/// Tells HTTP/2 prior knowledge from HTTP/1.1 by the connection's first
+/// bytes. Peeking leaves them for hyper; but a peek returns at once while
+/// any byte is there, so when the bytes so far are a strict prefix of the
+/// preface they are read instead (each read waiting for readiness, costing
+/// nothing while nothing arrives) and replayed to hyper.
+async fn sniff(stream: TcpStream) -> io::Result<(bool, Replay)> {
     let mut first = [0; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut first).await?;
-        if n == 0 || first[..n] != H2_PREFACE[..n] {
-            return Ok(false);
+    let n = stream.peek(&mut first).await?;
+    if n == 0 || first[..n] != H2_PREFACE[..n] {
+        return Ok((false, Replay::new(stream, Vec::new())));
+    }
+    if n == H2_PREFACE.len() {
+        return Ok((true, Replay::new(stream, Vec::new())));
+    }
+    let mut read = Vec::with_capacity(H2_PREFACE.len());
+    while read.len() < H2_PREFACE.len() && read[..] == H2_PREFACE[..read.len()] {
+        stream.readable().await?;
+        let mut chunk = [0; H2_PREFACE.len()];
+        let wanted = H2_PREFACE.len() - read.len();
+        match stream.try_read(&mut chunk[..wanted]) {
+            Ok(0) => break,
+            Ok(n) => read.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
+    }
+    Ok((read[..] == *H2_PREFACE, Replay::new(stream, read)))
+}
+
+/// A connection whose first bytes were read while telling the protocol:
+/// hands them out again before reading on.
+struct Replay {
+    stream: TcpStream,
+    /// Bytes read ahead and not yet handed out (usually none).
+    pending: Option<Box<[u8]>>,
+    offset: usize,
+}
+
+impl Replay {
+    fn new(stream: TcpStream, read: Vec<u8>) -> Self {
+        Self {
+            stream,
+            pending: (!read.is_empty()).then(|| read.into_boxed_slice()),
+            offset: 0,
         }
-        // The preface arrived cut short; look again when more may be there.
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
-/// Drives `connection`; once `stop` turns true, asks it to finish what is in
-/// flight and close, and waits for that.
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(pending) = &this.pending {
+            let rest = &pending[this.offset..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.offset += n;
+            if this.offset == pending.len() {
+                this.pending = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The most header fields a request may have, whatever its protocol.
+const MAX_HEADERS: usize = 100;
+
+/// How busy a connection has been, as its requests show.
+struct Activity {
+    accepted: Instant,
+    /// Requests being answered (their service futures alive).
+    in_flight: AtomicUsize,
+    /// When the last request started or was answered, in ms after `accepted`;
+    /// `u64::MAX` before the first request.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new(accepted: Instant) -> Self {
+        Self {
+            accepted,
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether a request has ever arrived.
+    fn started(&self) -> bool {
+        self.last.load(Ordering::Relaxed) != u64::MAX
+    }
+
+    /// When the connection has been idle for `idle_timeout`: `None` while a
+    /// request is in flight.
+    fn idle_deadline(&self, idle_timeout: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        Some(self.accepted + last + idle_timeout)
+    }
+}
+
+/// One request in flight on a connection, until its service future ends.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The deadlines a connection is held to: its first request head, counted
+/// from accept, and the idle timeout between requests.
+struct Watch {
+    first_head: Instant,
+    idle_timeout: Duration,
+    activity: Arc<Activity>,
+}
+
+/// Drives `connection`. Closes it if no request has arrived by the first
+/// head's deadline; asks it to close, finishing what is in flight, once it
+/// has been idle for the idle timeout or once `stop` turns true.
 async fn until_drained<C: Future>(
     connection: C,
     begin_drain: impl FnOnce(Pin<&mut C>),
+    watch: Watch,
     mut stop: watch::Receiver<bool>,
-) -> C::Output {
+) -> Option<C::Output> {
     let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        done = connection.as_mut() => return done,
-        _ = stop.wait_for(|stop| *stop) => begin_drain(connection.as_mut()),
+    let accepted = watch.activity.accepted;
+    let timer = tokio::time::sleep_until(watch.first_head.min(accepted + watch.idle_timeout));
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            done = connection.as_mut() => return Some(done),
+            () = &mut timer => {
+                if !watch.activity.started() {
+                    if Instant::now() >= watch.first_head {
+                        // No request within header_read_timeout of accept.
+                        return None;
+                    }
+                    timer.as_mut().reset(watch.first_head);
+                    continue;
+                }
+                match watch.activity.idle_deadline(watch.idle_timeout) {
+                    Some(deadline) if deadline <= Instant::now() => {
+                        begin_drain(connection.as_mut());
+                        break;
+                    }
+                    Some(deadline) => timer.as_mut().reset(deadline),
+                    // A request is in flight: look again a whole timeout later.
+                    None => timer.as_mut().reset(Instant::now() + watch.idle_timeout),
+                }
+            }
+            _ = stop.wait_for(|stop| *stop) => {
+                begin_drain(connection.as_mut());
+                break;
+            }
+        }
     }
-    connection.await
+    Some(connection.await)
 }
 
 /// Copies a request's URI and header values out of the connection's read

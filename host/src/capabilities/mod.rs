@@ -48,6 +48,8 @@ pub struct AppCapabilities {
     pub environment: Vec<(String, String)>,
     /// Its pub/sub topics.
     pub pubsub: Arc<dyn crate::pubsub::PubSub>,
+    /// Lines one instance may log a second.
+    pub log_lines_per_sec: u32,
 }
 
 /// Everything one request's store holds.
@@ -74,9 +76,10 @@ impl HostState {
         limits: StoreLimits,
         cpu: CpuClock,
     ) -> wasmtime::Result<Self> {
+        let rate = guest_log::Rate::new(app.name.clone(), request_id, app.log_lines_per_sec);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestLog::new(app.name.clone(), request_id, "stdout"))
-            .stderr(GuestLog::new(app.name.clone(), request_id, "stderr"))
+        wasi.stdout(GuestLog::new("stdout", rate.clone()))
+            .stderr(GuestLog::new("stderr", rate))
             .envs(&app.environment);
         for (host, guest) in &app.files {
             wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)?;

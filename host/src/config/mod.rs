@@ -26,6 +26,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod route;
+
+pub use route::{Route, RouteError, RoutePattern};
+
 /// The default address the server binds.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -95,8 +99,25 @@ pub struct ServerConfig {
     /// at least 8). A bigger one is answered 431.
     pub max_header_kb: u64,
     /// How long a client may take to send a request head, in milliseconds
-    /// (default 10000); then the connection is closed.
+    /// (default 10000), counted from accept for a connection's first
+    /// request; then the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// How long a kept-alive connection (HTTP/1.1 or HTTP/2) may sit with no
+    /// request in flight before it is closed, in seconds (default 60).
+    /// HTTP/2 peers are also pinged at half this interval and dropped when
+    /// they do not answer within 20 s. An idle HTTP/1.1 connection is
+    /// closed sooner, after `header_read_timeout_ms`, since waiting for the
+    /// next request is waiting for its head.
+    pub idle_timeout_secs: u64,
+    /// How long the host waits for the next bytes of a request body it is
+    /// reading, in milliseconds (default 10000); past it the client gets 408.
+    pub body_read_timeout_ms: u64,
+    /// Request bodies the host may hold in memory at once, all requests
+    /// together, in KiB (default 262144, 256 MiB). A body is read whole
+    /// before the guest's instance is taken; when the bodies already read
+    /// fill this, a new one waits up to `queue_timeout_ms` for room, then
+    /// gets 503 with `Retry-After`.
+    pub max_buffered_body_kb: u64,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +133,9 @@ impl Default for ServerConfig {
             drain_timeout_secs: 10,
             max_header_kb: 64,
             header_read_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
+            body_read_timeout_ms: 10_000,
+            max_buffered_body_kb: 256 * 1024,
         }
     }
 }
@@ -144,6 +168,16 @@ impl ServerConfig {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
+
+    /// The idle timeout as a `Duration`.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The body read timeout as a `Duration`.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
 }
 
 fn kib(n: u64) -> usize {
@@ -158,8 +192,11 @@ pub struct AppConfig {
     pub component: PathBuf,
     /// URL paths this app answers: `/exact/path`, or a prefix ending in
     /// `/...` (`/api/...` matches `/api` and everything below it; `/...`
-    /// matches every path). See [`crate::router`] for precedence.
-    pub routes: Vec<String>,
+    /// matches every path). See [`crate::router`] for precedence. An entry
+    /// may cap the instances its requests hold at once:
+    /// `{ route = "/poll", max_instances = 900 }`, so that requests that
+    /// wait long cannot take every instance from quick ones.
+    pub routes: Vec<Route>,
     /// Variables the app's guest can read, by name (lowercase ASCII letters,
     /// digits and `_`, starting with a letter). A value is a string, or
     /// `{ env = "NAME" }` to take it from the host's environment at start-up
@@ -204,6 +241,13 @@ pub struct AppConfig {
     /// 413 without running the guest.
     #[serde(default = "defaults::max_body_kb")]
     pub max_body_kb: u64,
+    /// Hand the request body to the guest as it arrives instead of reading
+    /// it whole first (default false). For large uploads the guest handles
+    /// piece by piece; the price is that the instance is taken before the
+    /// body arrives, so slow uploads hold instances (bound them with this
+    /// app's `max_instances`).
+    #[serde(default)]
+    pub stream_request_body: bool,
     /// Largest websocket message the peer may send, in KiB (default 10240);
     /// a bigger one closes the session with 1009.
     #[serde(default = "defaults::websocket_max_message_kb")]
@@ -218,6 +262,11 @@ pub struct AppConfig {
     /// 30; 0 for none). A peer silent for two intervals is disconnected.
     #[serde(default = "defaults::websocket_ping_secs")]
     pub websocket_ping_secs: u64,
+    /// Lines of stdout and stderr one instance may log a second, with a
+    /// burst of as many (default 100). Lines past it are dropped and
+    /// counted in the log; a line is cut at 4 KiB.
+    #[serde(default = "defaults::max_log_lines_per_sec")]
+    pub max_log_lines_per_sec: u32,
     /// Messages each pub/sub topic keeps for `recent` (default 0).
     #[serde(default)]
     pub pubsub_history: usize,
@@ -250,6 +299,9 @@ mod defaults {
     pub fn pubsub_buffer() -> usize {
         256
     }
+    pub fn max_log_lines_per_sec() -> u32 {
+        100
+    }
 }
 
 /// One app variable in the manifest.
@@ -269,7 +321,7 @@ pub enum Variable {
 
 impl AppConfig {
     /// An app serving `component` at `routes`, every other field at its default.
-    pub fn new(component: PathBuf, routes: Vec<String>) -> Self {
+    pub fn new(component: PathBuf, routes: Vec<Route>) -> Self {
         Self {
             component,
             routes,
@@ -282,9 +334,11 @@ impl AppConfig {
             timeout_ms: defaults::timeout_ms(),
             max_memory_mb: defaults::max_memory_mb(),
             max_body_kb: defaults::max_body_kb(),
+            stream_request_body: false,
             websocket_max_message_kb: defaults::websocket_max_message_kb(),
             websocket_allowed_origins: Vec::new(),
             websocket_ping_secs: defaults::websocket_ping_secs(),
+            max_log_lines_per_sec: defaults::max_log_lines_per_sec(),
             pubsub_history: 0,
             pubsub_buffer: defaults::pubsub_buffer(),
         }
@@ -397,10 +451,6 @@ impl Manifest {
             if app.routes.is_empty() {
                 return Err(invalid(format!("app `{name}` has no routes")));
             }
-            for route in &app.routes {
-                crate::router::RoutePattern::parse(route)
-                    .map_err(|e| invalid(format!("app `{name}`: {e}")))?;
-            }
             app.component = base.join(&app.component);
             app.resolve_variables(name, env)?;
             for (guest, host) in &mut app.files {
@@ -424,14 +474,27 @@ impl Manifest {
                     "app `{name}`: websocket_max_message_kb and pubsub_buffer must be at least 1"
                 )));
             }
-            if app.max_instances == Some(0) || app.cpu_budget_ms == 0 || app.max_memory_mb == 0 {
+            if app.max_instances == Some(0)
+                || app.cpu_budget_ms == 0
+                || app.max_memory_mb == 0
+                || app.max_log_lines_per_sec == 0
+            {
                 return Err(invalid(format!(
-                    "app `{name}`: max_instances, cpu_budget_ms and max_memory_mb must be at least 1"
+                    "app `{name}`: max_instances, cpu_budget_ms, max_memory_mb and max_log_lines_per_sec must be at least 1"
                 )));
             }
         }
         if manifest.server.max_instances == 0 {
             return Err(invalid("server.max_instances must be at least 1"));
+        }
+        let server = &manifest.server;
+        if server.body_read_timeout_ms == 0
+            || server.max_buffered_body_kb == 0
+            || server.idle_timeout_secs == 0
+        {
+            return Err(invalid(
+                "server.idle_timeout_secs, body_read_timeout_ms and max_buffered_body_kb must be at least 1",
+            ));
         }
         if manifest.server.max_header_kb < 8 {
             return Err(invalid("server.max_header_kb must be at least 8"));
@@ -457,7 +520,10 @@ impl Manifest {
             server: ServerConfig::default(),
             apps: BTreeMap::from([(
                 name,
-                AppConfig::new(component.to_owned(), vec!["/...".to_owned()]),
+                AppConfig::new(
+                    component.to_owned(),
+                    vec![Route::new(RoutePattern::Prefix(String::new()))],
+                ),
             )]),
         }
     }
@@ -575,6 +641,38 @@ mod tests {
         );
         let missing = Manifest::parse(&app("\"/x\" = \"no-such-folder\""), &here).unwrap_err();
         assert!(missing.to_string().contains("is not a folder"), "{missing}");
+    }
+
+    #[test]
+    fn a_route_may_carry_its_own_instance_cap() {
+        let m = Manifest::parse(
+            "[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/...\", { route = \"/poll\", max_instances = 9 }]\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let routes = &m.apps["a"].routes;
+        assert_eq!(routes[0], Route::new(RoutePattern::Prefix(String::new())));
+        assert_eq!(routes[1].pattern, RoutePattern::Exact("/poll".into()));
+        assert_eq!(routes[1].max_instances, Some(9));
+        for (bad, why) in [
+            (
+                "{ route = \"/p\", max_instances = 0 }",
+                "max_instances must be at least 1",
+            ),
+            (
+                "{ route = \"p\", max_instances = 3 }",
+                "must start with `/`",
+            ),
+            ("{ route = \"/p\", max = 3 }", "a route:"),
+            ("7", "a route:"),
+        ] {
+            let err = Manifest::parse(
+                &format!("[apps.a]\ncomponent = \"a.wasm\"\nroutes = [{bad}]\n"),
+                Path::new("."),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -73,14 +73,50 @@ fn start_poll(server: &Cyclone, cursor: Option<u64>) -> TcpStream {
     stream
 }
 
+#[test]
+fn polls_past_their_route_cap_leave_instances_for_posts_and_pages() {
+    // A pool of 20, of which waiting polls may hold 10.
+    let server = chat(&[
+        ("max_instances = 4200", "max_instances = 20"),
+        (
+            "{ route = \"/a/message/updates\", max_instances = 2000 }",
+            "{ route = \"/a/message/updates\", max_instances = 10 }",
+        ),
+    ]);
+    // 30 polls: 10 wait in instances; the other 20 queue for the route's
+    // permits and get 503 after the queue timeout (1 s).
+    let pollers: Vec<TcpStream> = (0..30).map(|_| start_poll(&server, None)).collect();
+    assert!(server.wait_for_log_count("503: route max_instances", 20, Duration::from_secs(10)));
+    let loading = Instant::now();
+    assert_eq!(server.get("/").status, 200);
+    post(&server, "through");
+    assert!(
+        loading.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        loading.elapsed()
+    );
+    let released = pollers
+        .into_iter()
+        .map(finish_raw)
+        .filter(|answer| answer.contains("\"through\""))
+        .count();
+    assert_eq!(released, 10);
+}
+
 /// Reads the whole answer of a request started by [`start_poll`]: its body.
-fn finish(mut stream: TcpStream) -> String {
+fn finish(stream: TcpStream) -> String {
+    let answer = finish_raw(stream);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").expect("a body").1.to_owned()
+}
+
+/// The whole answer, head and body, of a request started by [`start_poll`].
+fn finish_raw(mut stream: TcpStream) -> String {
     let mut answer = String::new();
     stream
         .read_to_string(&mut answer)
         .expect("reading the poll");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    answer.split_once("\r\n\r\n").expect("a body").1.to_owned()
+    answer
 }
 
 #[test]
@@ -155,14 +191,20 @@ fn a_waiting_poll_returns_soon_after_a_post() {
 #[test]
 fn one_post_releases_a_thousand_waiting_polls() {
     const POLLERS: usize = 1_000;
-    // A thousand suspended instances and the poster's: past the default pool of 1000.
-    let server = chat(&[(
-        "[apps.chat]",
-        "[server]\nmax_instances = 1100\n\n[apps.chat]",
-    )]);
+    // The example's own manifest.
+    let server = chat(&[]);
     let pollers: Vec<TcpStream> = (0..POLLERS).map(|_| start_poll(&server, None)).collect();
     // None is answered while they wait.
     std::thread::sleep(Duration::from_secs(2));
+    // The page still loads at once while they wait.
+    let loading = Instant::now();
+    let page = server.get("/");
+    assert_eq!(page.status, 200);
+    assert!(
+        loading.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        loading.elapsed()
+    );
     for poller in &pollers {
         poller.set_nonblocking(true).unwrap();
         let mut byte = [0u8];

@@ -3,7 +3,9 @@
 
 mod browser;
 mod chat;
+mod hardening;
 mod limits;
 mod serve;
 mod tour;
+mod websocket_edges;
 mod websockets;

@@ -311,6 +311,28 @@ fn the_drain_is_bounded_by_its_timeout() {
 }
 
 #[test]
+fn a_second_signal_during_the_drain_exits_at_once_with_status_1() {
+    let mut server = Cyclone::serve(components::PROBE);
+    let url = server.url("/sleep?ms=60000");
+    let stuck = std::thread::spawn(move || ureq::get(&url).call().map(|r| r.status().as_u16()));
+    assert!(server.wait_for_log("sleeping 60000 ms", Duration::from_secs(30)));
+    server.terminate();
+    assert!(server.wait_for_log("shutting down", Duration::from_secs(5)));
+    // The drain would wait 10 s for the sleeping request; the second signal does not.
+    let signalled = std::time::Instant::now();
+    server.terminate();
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("cyclone exits at the second signal");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+    assert!(
+        stuck.join().unwrap().is_err(),
+        "the stuck request is cut off"
+    );
+}
+
+#[test]
 fn a_full_instance_pool_answers_503_with_retry_after() {
     let (_dir, path) = manifest(&format!(
         "[server]\nmax_instances = 1\nmax_queued = 0\n\n[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n",

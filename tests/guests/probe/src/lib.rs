@@ -1,4 +1,4 @@
-//! A test guest exercising the host: `/echo`, `/sleep?ms=N`, `/log`, `/panic`,
+//! A test guest exercising the host: `/echo`, `/sleep?ms=N`, `/log[?n=N]`, `/panic`,
 //! `/internal` (an `HttpError` with a detail meant only for the log) and
 //! `/variable?name=N` (an app variable's value) and
 //! `/fetch?url=U[&host=H][&between_ms=N]` (an outbound GET, optionally with a
@@ -31,6 +31,18 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
         "/log" => {
             println!("hello from stdout");
             eprintln!("hello from stderr");
+            // `?n=N`: N more numbered lines, as fast as the guest can print.
+            let n: u64 = req
+                .query()
+                .and_then(|q| q.strip_prefix("n="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            for i in 0..n {
+                println!("line {i} of a flood");
+            }
+            if n > 0 {
+                println!("{}", "y".repeat(10_000));
+            }
             Ok(Response::text("logged"))
         }
         "/panic" => panic!("the probe was asked to panic"),
