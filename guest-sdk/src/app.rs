@@ -1,18 +1,14 @@
 //! `Application` and `Handler`: Tornado's route table and request lifecycle.
 
-use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
 use http::{HeaderValue, Method, StatusCode, header};
 
-use crate::cookies::CookieKeys;
 use crate::route::Pattern;
+use crate::settings::Settings;
 use crate::{HttpError, IntoResponse, Request, Response};
-
-/// The cookie (and form field) holding the XSRF token.
-pub(crate) const XSRF_COOKIE: &str = "_xsrf";
 
 type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 type Outcome = Result<Response, HttpError>;
@@ -204,37 +200,6 @@ impl Target {
 struct Route {
     pattern: Pattern,
     target: Target,
-}
-
-/// Settings requests consult: the cookie keys and whether XSRF is checked.
-#[derive(Debug, Default)]
-pub(crate) struct Settings {
-    cookie_secret_variable: Option<String>,
-    cookie_keys: OnceCell<Result<CookieKeys, HttpError>>,
-    xsrf_cookies: bool,
-}
-
-impl Settings {
-    /// The keys from the cookie secret variable, read once per request.
-    pub(crate) fn cookie_keys(&self) -> Result<&CookieKeys, HttpError> {
-        self.cookie_keys
-            .get_or_init(|| {
-                let Some(name) = &self.cookie_secret_variable else {
-                    return Err(HttpError::internal(
-                        "signed cookies need Application::cookie_secret_variable",
-                    ));
-                };
-                let value = crate::variables::get(name).ok_or_else(|| {
-                    HttpError::internal(format!(
-                        "signed cookies need the app variable `{name}` in the manifest"
-                    ))
-                })?;
-                CookieKeys::parse(&value)
-                    .map_err(|e| HttpError::internal(format!("app variable `{name}`: {e}")))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
-    }
 }
 
 /// An ordered route table and the settings its handlers share, like

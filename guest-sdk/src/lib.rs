@@ -74,6 +74,7 @@ mod request;
 mod response;
 mod route;
 mod serve;
+mod settings;
 pub mod time;
 pub mod variables;
 pub mod websocket;
@@ -84,8 +85,8 @@ pub use cyclone_sdk_macros::{app, handler, handler_impl};
 pub use error::HttpError;
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 pub use request::Request;
+pub use response::BodyWriter;
 pub use response::{IntoResponse, Response};
-pub use serve::BodyWriter;
 
 /// Used by the macros; not part of the API.
 #[doc(hidden)]

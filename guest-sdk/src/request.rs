@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use wasip2::http::types::{IncomingBody, IncomingRequest, Method as WasiMethod, Scheme};
 use wasip2::io::streams::StreamError;
 
-use crate::app::Settings;
+use crate::settings::{Settings, XSRF_COOKIE};
 use crate::{HttpError, Response};
 
 /// An HTTP request with its body read into memory, plus what the
@@ -233,13 +233,13 @@ impl Request {
             return token.clone();
         }
         let token = self
-            .cookie(crate::app::XSRF_COOKIE)
+            .cookie(XSRF_COOKIE)
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| {
                 let bytes = wasip2::random::random::get_random_bytes(16);
                 let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 self.set_cookie(
-                    Cookie::build((crate::app::XSRF_COOKIE, token.clone()))
+                    Cookie::build((XSRF_COOKIE, token.clone()))
                         .path("/")
                         .same_site(cookie::SameSite::Lax)
                         .build(),
@@ -281,11 +281,11 @@ pub(crate) fn check_xsrf(req: &Request) -> Result<(), HttpError> {
         .header("x-xsrftoken")
         .or_else(|| req.header("x-csrftoken"))
         .map(str::to_owned)
-        .or_else(|| req.arguments(crate::app::XSRF_COOKIE).pop());
+        .or_else(|| req.arguments(XSRF_COOKIE).pop());
     let Some(sent) = sent else {
         return Err(forbidden("'_xsrf' argument missing from POST"));
     };
-    let Some(cookie) = req.cookie(crate::app::XSRF_COOKIE) else {
+    let Some(cookie) = req.cookie(XSRF_COOKIE) else {
         return Err(forbidden("'_xsrf' cookie missing"));
     };
     if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(cookie.as_bytes())) {

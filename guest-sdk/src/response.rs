@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use crate::HttpError;
-use crate::serve::BodyWriter;
+use wstd::io::AsyncOutputStream;
 
 type StreamFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + 'a>>;
 type StreamFn = Box<dyn for<'a> FnOnce(&'a mut BodyWriter) -> StreamFuture<'a>>;
@@ -344,5 +344,37 @@ mod tests {
                 .status,
             404
         );
+    }
+}
+
+/// Where a streamed body goes. Get one from [`Response::stream`].
+pub struct BodyWriter {
+    stream: AsyncOutputStream,
+    buffer: Vec<u8>,
+}
+
+impl BodyWriter {
+    /// A writer into `stream`, the response body's.
+    pub(crate) fn new(stream: AsyncOutputStream) -> Self {
+        Self {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Adds `data` to the body; it is sent at the next [`flush`](Self::flush)
+    /// (or when the stream function returns).
+    pub fn write(&mut self, data: impl AsRef<[u8]>) {
+        self.buffer.extend_from_slice(data.as_ref());
+    }
+
+    /// Sends everything written so far to the client. Fails when the client
+    /// has gone away.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.stream.write_all(&self.buffer).await?;
+            self.buffer.clear();
+        }
+        self.stream.flush().await
     }
 }

@@ -4,31 +4,7 @@ use wasip2::http::types::{ErrorCode, Fields, OutgoingBody, OutgoingResponse, Res
 use wstd::io::AsyncOutputStream;
 
 use crate::Response;
-use crate::response::Body;
-
-/// Where a streamed body goes. Get one from [`Response::stream`].
-pub struct BodyWriter {
-    stream: AsyncOutputStream,
-    buffer: Vec<u8>,
-}
-
-impl BodyWriter {
-    /// Adds `data` to the body; it is sent at the next [`flush`](Self::flush)
-    /// (or when the stream function returns).
-    pub fn write(&mut self, data: impl AsRef<[u8]>) {
-        self.buffer.extend_from_slice(data.as_ref());
-    }
-
-    /// Sends everything written so far to the client. Fails when the client
-    /// has gone away.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buffer.is_empty() {
-            self.stream.write_all(&self.buffer).await?;
-            self.buffer.clear();
-        }
-        self.stream.flush().await
-    }
-}
+use crate::response::{Body, BodyWriter};
 
 /// Sends `response` through `out`: the head first, then the body. A body
 /// that fails part-way is left unfinished, which the host reports to the
@@ -63,10 +39,9 @@ pub(crate) async fn send(response: Response, out: ResponseOutparam) {
         .expect("an http::StatusCode is a valid status");
     let outgoing_body = outgoing.body().expect("the body is taken once");
     ResponseOutparam::set(out, Ok(outgoing));
-    let mut writer = BodyWriter {
-        stream: AsyncOutputStream::new(outgoing_body.write().expect("the stream is taken once")),
-        buffer: Vec::new(),
-    };
+    let mut writer = BodyWriter::new(AsyncOutputStream::new(
+        outgoing_body.write().expect("the stream is taken once"),
+    ));
     let written = match body {
         Body::Bytes(bytes) => {
             writer.write(bytes);

@@ -25,12 +25,17 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod capabilities;
 pub mod config;
 pub mod dispatch;
+pub mod drain;
 pub mod engine;
+pub mod failure;
+pub mod http;
 pub mod limits;
 pub mod pubsub;
+pub mod response;
 pub mod router;
 pub mod server;
 pub mod websocket;
@@ -41,8 +46,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use app::{App, Target};
 use config::Manifest;
-use dispatch::{App, Dispatcher};
+use dispatch::Dispatcher;
 use engine::ComponentCache;
 use router::Router;
 
@@ -98,7 +104,7 @@ impl Host {
                 })?;
             let linked = Arc::new(linked);
             for route in &app.routes {
-                let target = dispatch::Target::new(linked.clone(), route, &manifest.server);
+                let target = Target::new(linked.clone(), route, &manifest.server);
                 routes.push((route.pattern.clone(), target));
             }
         }

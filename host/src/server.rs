@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, Uri};
+use http::{HeaderValue, Request, Uri};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,7 +26,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::ServerConfig;
-use crate::dispatch::{Dispatcher, plain};
+use crate::dispatch::Dispatcher;
+use crate::drain::OpenCount;
+use crate::response::header_fields_too_large;
 
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 4096;
@@ -141,39 +143,6 @@ async fn serve(
     }
 }
 
-/// How many of something a drain waits for are open: a worker's
-/// connections, the process's websocket sessions.
-#[derive(Debug)]
-pub(crate) struct OpenCount(watch::Sender<usize>);
-
-impl Default for OpenCount {
-    fn default() -> Self {
-        Self(watch::Sender::new(0))
-    }
-}
-
-impl OpenCount {
-    /// Counts one more as open until the returned guard is dropped.
-    pub(crate) fn open(&self) -> Open {
-        self.0.send_modify(|open| *open += 1);
-        Open(self.0.clone())
-    }
-
-    /// Returns once none is open.
-    pub(crate) async fn all_closed(&self) {
-        let _ = self.0.subscribe().wait_for(|open| *open == 0).await;
-    }
-}
-
-/// One open connection or session, counted in an [`OpenCount`] until dropped.
-pub(crate) struct Open(watch::Sender<usize>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.send_modify(|open| *open -= 1);
-    }
-}
-
 /// How long an HTTP/2 peer may take to answer a keep-alive ping.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -260,10 +229,7 @@ impl Protocols {
                 async move {
                     let _busy = busy;
                     if too_many {
-                        return Ok(plain(
-                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            "Request Header Fields Too Large\n",
-                        ));
+                        return Ok(header_fields_too_large());
                     }
                     dispatcher.handle(req).await
                 }

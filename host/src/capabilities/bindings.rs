@@ -18,6 +18,6 @@ wasmtime::component::bindgen!({
         "wasi:random": wasmtime_wasi::p2::bindings::random,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "cyclone:platform/pubsub.subscription": crate::pubsub::Subscription,
-        "cyclone:platform/websocket.session": crate::websocket::Session,
+        "cyclone:platform/websocket.session": crate::capabilities::websocket::Session,
     },
 });

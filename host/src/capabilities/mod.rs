@@ -14,7 +14,7 @@ mod guest_log;
 pub mod outbound;
 mod pubsub;
 mod variables;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,7 +31,6 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 pub use guest_log::GuestLog;
 
 use crate::limits::CpuClock;
-pub use outbound::AllowedHosts;
 
 /// What one app's guests may reach, shared by all its requests.
 #[derive(Debug)]
@@ -41,7 +40,7 @@ pub struct AppCapabilities {
     /// The app's manifest variables.
     pub variables: BTreeMap<String, String>,
     /// Where its outbound HTTP may go.
-    pub allowed_hosts: AllowedHosts,
+    pub allowed_hosts: crate::config::AllowedHosts,
     /// Host folders it may read, with the path the guest sees each at.
     pub files: Vec<(PathBuf, String)>,
     /// The environment variables it sees.
@@ -103,8 +102,8 @@ impl HostState {
     /// Puts `session` in the store's resource table for the guest's `run`.
     pub fn push_session(
         &mut self,
-        session: crate::websocket::Session,
-    ) -> wasmtime::Result<wasmtime::component::Resource<crate::websocket::Session>> {
+        session: websocket::Session,
+    ) -> wasmtime::Result<wasmtime::component::Resource<websocket::Session>> {
         Ok(self.table.push(session)?)
     }
 }
@@ -159,7 +158,7 @@ impl WasiHttpHooks for OutboundHttp {
         Box::new(async move {
             use outbound::CheckError;
             let uri = request.uri().clone();
-            let target = match app.allowed_hosts.check(&uri).await {
+            let target = match outbound::check(&app.allowed_hosts, &uri).await {
                 Ok(target) => target,
                 Err(CheckError::Denied(why)) => {
                     tracing::warn!(request = request_id, app = %app.name, "outbound HTTP denied: {why}");

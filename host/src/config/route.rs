@@ -4,7 +4,8 @@
 //!
 //! A route is either an exact path (`/hello`) or a prefix ending in `/...`
 //! (`/api/...` matches `/api`, `/api/` and everything below; `/...` matches every
-//! path). Precedence (in [`crate::router`]) does not depend on manifest order.
+//! path). Precedence does not depend on manifest order: an exact route beats
+//! any prefix, and the longest prefix wins.
 
 use std::fmt;
 

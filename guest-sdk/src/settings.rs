@@ -1,0 +1,41 @@
+//! What an [`Application`](crate::Application) tells the requests it
+//! serves: where its cookie keys come from and whether XSRF is checked.
+
+use std::cell::OnceCell;
+
+use crate::HttpError;
+use crate::cookies::CookieKeys;
+
+/// The cookie (and form field) holding the XSRF token.
+pub(crate) const XSRF_COOKIE: &str = "_xsrf";
+
+/// Settings requests consult: the cookie keys and whether XSRF is checked.
+#[derive(Debug, Default)]
+pub(crate) struct Settings {
+    pub(crate) cookie_secret_variable: Option<String>,
+    cookie_keys: OnceCell<Result<CookieKeys, HttpError>>,
+    pub(crate) xsrf_cookies: bool,
+}
+
+impl Settings {
+    /// The keys from the cookie secret variable, read once per request.
+    pub(crate) fn cookie_keys(&self) -> Result<&CookieKeys, HttpError> {
+        self.cookie_keys
+            .get_or_init(|| {
+                let Some(name) = &self.cookie_secret_variable else {
+                    return Err(HttpError::internal(
+                        "signed cookies need Application::cookie_secret_variable",
+                    ));
+                };
+                let value = crate::variables::get(name).ok_or_else(|| {
+                    HttpError::internal(format!(
+                        "signed cookies need the app variable `{name}` in the manifest"
+                    ))
+                })?;
+                CookieKeys::parse(&value)
+                    .map_err(|e| HttpError::internal(format!("app variable `{name}`: {e}")))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}

@@ -1,0 +1,261 @@
+//! A deployed app, and what it takes to run one of its instances:
+//! admission (route, app and process-wide caps), a store with its limits,
+//! and instantiation under the app's wall-clock timeout. Both front ends,
+//! HTTP and websocket, go through here, so each is written once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Instance, InstancePre};
+use wasmtime::{Engine, Store, StoreLimits};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+
+use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler::GuestIndices;
+use crate::capabilities::{AppCapabilities, HostState, linker_for};
+use crate::config::{AppConfig, Route, ServerConfig};
+use crate::limits::{self, Admission, CpuClock};
+use crate::response::{Response, internal_error, unavailable};
+
+/// One deployed component, ready to instantiate, with its limits.
+pub struct App {
+    caps: Arc<AppCapabilities>,
+    pre: ProxyPre<HostState>,
+    /// Set when the component exports `cyclone:platform/websocket-handler`.
+    websocket: Option<WebSocketExport>,
+    admission: Option<Admission>,
+    store_limits: StoreLimits,
+    /// CPU time one request (or one websocket event) may use.
+    pub cpu_budget: Duration,
+    /// Wall-clock time one request (or a session's `connect`) may take.
+    pub timeout: Option<Duration>,
+    /// The largest request body.
+    pub max_body_bytes: u64,
+    /// The guest reads the body as it arrives (`stream_request_body`).
+    pub stream_body: bool,
+}
+
+/// An app's websocket export and settings, present when its component
+/// serves sessions.
+pub struct WebSocketExport {
+    /// Where `connect` and `run` are in an instance.
+    pub indices: GuestIndices,
+    /// The largest message either side may send, in bytes.
+    pub max_message: usize,
+    /// Other origins whose pages may open sessions, lowercase, without a
+    /// trailing `/`; `*` for any.
+    pub allowed_origins: Vec<String>,
+    /// The interval between pings, `None` when off.
+    pub ping: Option<Duration>,
+}
+
+impl App {
+    /// Links `component` and checks that it exports `wasi:http/incoming-handler`.
+    pub fn new(
+        name: &str,
+        config: &AppConfig,
+        server: &ServerConfig,
+        engine: &Engine,
+        component: &Component,
+    ) -> wasmtime::Result<Self> {
+        let linker = linker_for(engine, component)?;
+        let instance_pre = linker.instantiate_pre(component)?;
+        let websocket = GuestIndices::new(&instance_pre)
+            .ok()
+            .map(|indices| WebSocketExport {
+                indices,
+                max_message: config.websocket_max_message_bytes(),
+                allowed_origins: config
+                    .websocket_allowed_origins
+                    .iter()
+                    .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+                    .collect(),
+                ping: config.websocket_ping(),
+            });
+        let pre = ProxyPre::new(instance_pre)?;
+        Ok(Self {
+            caps: Arc::new(AppCapabilities {
+                name: name.into(),
+                variables: config.variable_values(),
+                allowed_hosts: config.allowed_outbound_hosts.clone(),
+                files: config
+                    .files
+                    .iter()
+                    .map(|(guest, host)| (host.clone(), guest.clone()))
+                    .collect(),
+                environment: config
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                pubsub: crate::pubsub::InProcess::new(config.pubsub_history, config.pubsub_buffer),
+                log_lines_per_sec: config.max_log_lines_per_sec,
+            }),
+            pre,
+            websocket,
+            admission: Admission::for_app(config, server),
+            store_limits: limits::store_limits(config),
+            cpu_budget: config.cpu_budget(),
+            timeout: config.timeout(),
+            max_body_bytes: config.max_body_bytes(),
+            stream_body: config.stream_request_body,
+        })
+    }
+
+    /// The app's name from the manifest.
+    pub fn name(&self) -> &Arc<str> {
+        &self.caps.name
+    }
+
+    /// The websocket export, when the component serves sessions.
+    pub fn websocket(&self) -> Option<&WebSocketExport> {
+        self.websocket.as_ref()
+    }
+
+    /// A fresh store for request `id`, its limits and CPU clock set; a 500
+    /// (logged) when the guest's capabilities cannot be prepared.
+    pub(crate) fn new_store(
+        &self,
+        id: u64,
+        cpu: CpuClock,
+    ) -> Result<Store<HostState>, Box<Response>> {
+        let state = match HostState::new(&self.caps, id, self.store_limits.clone(), cpu) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(request = id, app = %self.caps.name, "500: cannot prepare the guest's capabilities: {e:#}");
+                return Err(Box::new(internal_error(id)));
+            }
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.on_epoch());
+        store.call_hook(|mut ctx, hook| {
+            ctx.data_mut().cpu.on_call_hook(hook);
+            Ok(())
+        });
+        Ok(store)
+    }
+
+    /// An instance for an HTTP request. A component that linked at start-up
+    /// fails to instantiate only for want of resources (pool slots, memory
+    /// mappings): [`NoInstance`].
+    pub(crate) async fn instantiate_proxy(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Proxy> {
+        // Boxed: instantiating takes a 1.2 KiB future that is done before
+        // the guest runs; inline, the request's task would keep room for it
+        // for as long as the guest is suspended.
+        Box::pin(self.pre.instantiate_async(store))
+            .await
+            .map_err(|e| wasmtime::Error::new(NoInstance(format!("{e:#}"))))
+    }
+
+    /// An instance for a websocket session; see [`App::instantiate_proxy`].
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Instance> {
+        let pre: &InstancePre<HostState> = self.pre.instance_pre();
+        Box::pin(pre.instantiate_async(store))
+            .await
+            .map_err(|e| wasmtime::Error::new(NoInstance(format!("{e:#}"))))
+    }
+
+    /// Runs `call` under the app's wall-clock timeout; past it the call is
+    /// dropped and fails with [`TimedOut`].
+    pub(crate) async fn within_timeout<T>(
+        &self,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
+        match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or(Err(wasmtime::Error::new(TimedOut(limit)))),
+            None => call.await,
+        }
+    }
+}
+
+/// Instantiation failed; the cause, for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("no instance could be created: {0}")]
+pub struct NoInstance(pub String);
+
+/// The wall-clock timeout ended the guest's call.
+#[derive(Debug, thiserror::Error)]
+#[error("the request ran past its timeout of {0:?}")]
+pub struct TimedOut(pub Duration);
+
+/// Where a route leads: its app, and the route's own instance cap if it
+/// has one.
+pub struct Target {
+    /// The app that serves the route.
+    pub app: Arc<App>,
+    admission: Option<Admission>,
+}
+
+impl Target {
+    /// The target of `route` of `app`.
+    pub fn new(app: Arc<App>, route: &Route, server: &ServerConfig) -> Self {
+        Self {
+            app,
+            admission: route
+                .max_instances
+                .map(|permits| Admission::with_permits(permits, server)),
+        }
+    }
+}
+
+/// The process's instances: `server.max_instances`, shared by every app.
+pub struct Instances {
+    admission: Admission,
+}
+
+/// The instance permits one request or session holds until its instance is
+/// dropped: per route, per app and shared.
+pub struct Permits {
+    _route: Option<tokio::sync::OwnedSemaphorePermit>,
+    _app: Option<tokio::sync::OwnedSemaphorePermit>,
+    _shared: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Instances {
+    /// The process-wide gate, sized from `server`.
+    pub fn new(server: &ServerConfig) -> Self {
+        Self {
+            admission: Admission::new(server),
+        }
+    }
+
+    /// Takes an instance permit for a request on `target`: the route's
+    /// first, then the app's, then the shared one, so a backlog on one
+    /// route or app does not take the permits others need; a 503 (logged)
+    /// when refused.
+    pub(crate) async fn admit(&self, target: &Target, id: u64) -> Result<Permits, Box<Response>> {
+        let name = target.app.name();
+        let gate = async |gate: &Option<Admission>, which: &str| match gate {
+            Some(gate) => match gate.admit().await {
+                Ok(permit) => Ok(Some(permit)),
+                Err(refused) => {
+                    tracing::warn!(request = id, app = %name, "503: {which} max_instances: {refused}");
+                    Err(Box::new(unavailable()))
+                }
+            },
+            None => Ok(None),
+        };
+        let route = gate(&target.admission, "route").await?;
+        let app = gate(&target.app.admission, "app").await?;
+        match self.admission.admit().await {
+            Ok(permit) => Ok(Permits {
+                _route: route,
+                _app: app,
+                _shared: permit,
+            }),
+            Err(refused) => {
+                tracing::warn!(request = id, app = %name, "503: {refused}");
+                Err(Box::new(unavailable()))
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! An `[apps.NAME]` table: one app's component, routes, grants and limits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::server::kib;
+use super::{AllowedHosts, ConfigError, Route, invalid};
+
+/// One app: a component and the routes it answers. An `[apps.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Path of the component (`.wasm`), relative to the manifest's folder.
+    pub component: PathBuf,
+    /// URL paths this app answers: `/exact/path`, or a prefix ending in
+    /// `/...` (`/api/...` matches `/api` and everything below it; `/...`
+    /// matches every path): an exact route beats any prefix, and the longest
+    /// prefix wins. An entry
+    /// may cap the instances its requests hold at once:
+    /// `{ route = "/poll", max_instances = 900 }`, so that requests that
+    /// wait long cannot take every instance from quick ones.
+    pub routes: Vec<Route>,
+    /// Variables the app's guest can read, by name (lowercase ASCII letters,
+    /// digits and `_`, starting with a letter). A value is a string, or
+    /// `{ env = "NAME" }` to take it from the host's environment at start-up
+    /// (`{ env = "NAME", default = "..." }` when it may be unset). After
+    /// [`Manifest::load`] every value is a [`Variable::Value`].
+    #[serde(default)]
+    pub variables: BTreeMap<String, Variable>,
+    /// Where the app's guest may send HTTP requests: `scheme://host[:port]`
+    /// patterns, e.g. `"https://api.example.com"`, `"http://*.internal:8080"`,
+    /// `"http://127.0.0.1:*"`. Default: nowhere. Loopback, private and
+    /// link-local addresses are reached only through an entry naming them
+    /// literally (`localhost` or the IP), whatever a name resolves to.
+    #[serde(default)]
+    pub allowed_outbound_hosts: AllowedHosts,
+    /// Host folders the guest may read, by the path it sees them at:
+    /// `files = { "/static" = "public" }` (host folders relative to the
+    /// manifest's folder). Read-only. Default: none, the guest sees no files.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
+    /// Environment variables the guest sees (`std::env::var`). Default: none;
+    /// the host's own environment is never passed through.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Instances of this app alive at once (default: `server.max_instances`).
+    /// Requests past it wait in the queue, then get 503.
+    pub max_instances: Option<u32>,
+    /// CPU time one request's guest may use, in milliseconds (default 5000);
+    /// past it the instance is stopped and the client gets 503.
+    #[serde(default = "defaults::cpu_budget_ms")]
+    pub cpu_budget_ms: u64,
+    /// Wall-clock time one request's guest may take, in milliseconds (default
+    /// 60000; 0 for no limit); past it the instance is stopped and the client
+    /// gets 504 (or, once the response has started, a cut connection).
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest linear memory one instance may grow to, in MiB (default 128);
+    /// an allocation past it fails inside the guest (a Rust guest then aborts:
+    /// 500).
+    #[serde(default = "defaults::max_memory_mb")]
+    pub max_memory_mb: u64,
+    /// Largest request body, in KiB (default 10240); a bigger one is answered
+    /// 413 without running the guest.
+    #[serde(default = "defaults::max_body_kb")]
+    pub max_body_kb: u64,
+    /// Hand the request body to the guest as it arrives instead of reading
+    /// it whole first (default false). For large uploads the guest handles
+    /// piece by piece; the price is that the instance is taken before the
+    /// body arrives, so slow uploads hold instances (bound them with this
+    /// app's `max_instances`).
+    #[serde(default)]
+    pub stream_request_body: bool,
+    /// Largest websocket message the peer may send, in KiB (default 10240);
+    /// a bigger one closes the session with 1009.
+    #[serde(default = "defaults::websocket_max_message_kb")]
+    pub websocket_max_message_kb: u64,
+    /// Origins besides the request's own host whose pages may open websocket
+    /// sessions, e.g. `["https://app.example.com"]`, or `["*"]` for any
+    /// (default: none). A handshake from another origin gets 403; a client
+    /// that sends no `Origin` (not a browser) is let through.
+    #[serde(default)]
+    pub websocket_allowed_origins: Vec<String>,
+    /// Seconds between the host's pings on an idle websocket session (default
+    /// 30; 0 for none). A peer silent for two intervals is disconnected.
+    #[serde(default = "defaults::websocket_ping_secs")]
+    pub websocket_ping_secs: u64,
+    /// Lines of stdout and stderr one instance may log a second, with a
+    /// burst of as many (default 100). Lines past it are dropped and
+    /// counted in the log; a line is cut at 4 KiB.
+    #[serde(default = "defaults::max_log_lines_per_sec")]
+    pub max_log_lines_per_sec: u32,
+    /// Messages each pub/sub topic keeps for `recent` (default 0).
+    #[serde(default)]
+    pub pubsub_history: usize,
+    /// Messages a subscriber may fall behind before it is told it lagged
+    /// (default 256).
+    #[serde(default = "defaults::pubsub_buffer")]
+    pub pubsub_buffer: usize,
+}
+
+/// Defaults of per-app fields.
+mod defaults {
+    pub fn cpu_budget_ms() -> u64 {
+        5_000
+    }
+    pub fn timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn max_memory_mb() -> u64 {
+        128
+    }
+    pub fn max_body_kb() -> u64 {
+        10 * 1024
+    }
+    pub fn websocket_max_message_kb() -> u64 {
+        10 * 1024
+    }
+    pub fn websocket_ping_secs() -> u64 {
+        30
+    }
+    pub fn pubsub_buffer() -> usize {
+        256
+    }
+    pub fn max_log_lines_per_sec() -> u32 {
+        100
+    }
+}
+
+/// One app variable in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Variable {
+    /// A literal value.
+    Value(String),
+    /// A value read from the host's environment when the manifest loads.
+    Env {
+        /// The environment variable to read.
+        env: String,
+        /// The value when the environment variable is unset.
+        default: Option<String>,
+    },
+}
+
+impl AppConfig {
+    /// An app serving `component` at `routes`, every other field at its default.
+    pub fn new(component: PathBuf, routes: Vec<Route>) -> Self {
+        Self {
+            component,
+            routes,
+            variables: BTreeMap::new(),
+            allowed_outbound_hosts: AllowedHosts::default(),
+            files: BTreeMap::new(),
+            environment: BTreeMap::new(),
+            max_instances: None,
+            cpu_budget_ms: defaults::cpu_budget_ms(),
+            timeout_ms: defaults::timeout_ms(),
+            max_memory_mb: defaults::max_memory_mb(),
+            max_body_kb: defaults::max_body_kb(),
+            stream_request_body: false,
+            websocket_max_message_kb: defaults::websocket_max_message_kb(),
+            websocket_allowed_origins: Vec::new(),
+            websocket_ping_secs: defaults::websocket_ping_secs(),
+            max_log_lines_per_sec: defaults::max_log_lines_per_sec(),
+            pubsub_history: 0,
+            pubsub_buffer: defaults::pubsub_buffer(),
+        }
+    }
+
+    /// The CPU budget as a `Duration`.
+    pub fn cpu_budget(&self) -> Duration {
+        Duration::from_millis(self.cpu_budget_ms)
+    }
+
+    /// The wall-clock timeout, `None` when unlimited.
+    pub fn timeout(&self) -> Option<Duration> {
+        (self.timeout_ms > 0).then(|| Duration::from_millis(self.timeout_ms))
+    }
+
+    /// The memory cap in bytes.
+    pub fn max_memory_bytes(&self) -> usize {
+        usize::try_from(self.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+
+    /// The body cap in bytes.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_kb.saturating_mul(1 << 10)
+    }
+
+    /// The websocket message cap in bytes.
+    pub fn websocket_max_message_bytes(&self) -> usize {
+        kib(self.websocket_max_message_kb)
+    }
+
+    /// The interval between websocket pings, `None` when off.
+    pub fn websocket_ping(&self) -> Option<Duration> {
+        (self.websocket_ping_secs > 0).then(|| Duration::from_secs(self.websocket_ping_secs))
+    }
+
+    /// The app's variables as plain values (call after [`Manifest::load`],
+    /// which resolves `env` entries).
+    pub fn variable_values(&self) -> BTreeMap<String, String> {
+        self.variables
+            .iter()
+            .filter_map(|(name, value)| match value {
+                Variable::Value(value) => Some((name.clone(), value.clone())),
+                Variable::Env { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Checks variable names and replaces `env` entries by their values.
+    pub(super) fn resolve_variables(
+        &mut self,
+        app: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in &mut self.variables {
+            let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                return Err(invalid(format!(
+                    "app `{app}`: variable `{name}`: names are lowercase letters, digits and `_`, starting with a letter"
+                )));
+            }
+            if let Variable::Env { env: key, default } = value {
+                let resolved = env(key).or_else(|| default.clone()).ok_or_else(|| {
+                    invalid(format!(
+                        "app `{app}`: variable `{name}` comes from the environment variable `{key}`, which is not set"
+                    ))
+                })?;
+                *value = Variable::Value(resolved);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! How a guest's call failed, told once: what ended it (classified from the
+//! error, logged at the level it deserves) and what the client gets.
+
+use crate::app::{NoInstance, TimedOut};
+use crate::limits::CpuBudgetExceeded;
+use crate::response::{Response, gateway_timeout, internal_error, unavailable};
+
+/// How a guest's task ended when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFailure {
+    /// No instance could be created: no free pool slot, or the kernel refused
+    /// memory mappings (→ 503).
+    NoInstance,
+    /// The guest ran past its CPU budget (→ 503).
+    CpuBudget,
+    /// The guest ran past the wall-clock timeout (→ 504).
+    TimedOut,
+    /// The guest trapped (→ 500).
+    Trapped,
+}
+
+impl GuestFailure {
+    /// What ended the call that failed with `e`, logged.
+    pub fn classify(e: &wasmtime::Error, id: u64, app: &str) -> Self {
+        // The epoch callback's trap keeps its error under wasmtime's backtrace.
+        let failure = if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
+            Self::CpuBudget
+        } else if e.is::<TimedOut>() {
+            Self::TimedOut
+        } else if e.is::<NoInstance>() {
+            Self::NoInstance
+        } else {
+            Self::Trapped
+        };
+        match failure {
+            Self::CpuBudget => {
+                tracing::warn!(request = id, app = %app, "guest stopped: CPU budget exceeded: {e}");
+            }
+            Self::NoInstance | Self::TimedOut => {
+                tracing::warn!(request = id, app = %app, "guest stopped: {e}");
+            }
+            Self::Trapped => tracing::error!(request = id, app = %app, "guest failed: {e:?}"),
+        }
+        failure
+    }
+
+    /// The response for a guest that failed before answering, logged.
+    pub fn response(self, id: u64, app: &str) -> Response {
+        match self {
+            Self::NoInstance => {
+                tracing::warn!(request = id, app = %app, "503: no instance could be created");
+                unavailable()
+            }
+            Self::CpuBudget => {
+                tracing::warn!(request = id, app = %app, "503: CPU budget exceeded");
+                unavailable()
+            }
+            Self::TimedOut => {
+                tracing::warn!(request = id, app = %app, "504: timed out");
+                gateway_timeout()
+            }
+            Self::Trapped => internal_error(id),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The HTTP front end: one request → a fresh store and instance of its
+//! app's component → the response.
+//!
+//! The body is read whole first (unless the app streams bodies), so a slow
+//! upload holds no instance. The guest runs in its own task so it can keep
+//! streaming the body after the response head has gone out; the instance
+//! and its permits are released when that task ends, or at once when the
+//! client goes away. A trap, a guest that never answers, or a refused
+//! admission becomes a short error response and a log line; nothing else is
+//! affected.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use wasmtime::Store;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+
+use crate::app::{App, Instances, Permits, Target};
+use crate::capabilities::HostState;
+use crate::failure::GuestFailure;
+use crate::limits::{BodyBuffer, BodyRefused, BufferedBody, CappedBody, CpuClock};
+use crate::response::{
+    Response, bad_request, internal_error, request_timeout, too_large, unavailable,
+};
+
+/// Serves `req` on `target`'s app. Never fails: every failure is an error
+/// response.
+///
+/// This future is allocated for every request and lives as long as the
+/// guest is suspended, so it holds only what the common path needs: a
+/// queued admission is a boxed future, and the request comes boxed.
+pub(crate) async fn handle(
+    instances: &Instances,
+    bodies: &BodyBuffer,
+    target: &Target,
+    req: Box<hyper::Request<Incoming>>,
+    id: u64,
+) -> Response {
+    let app = &target.app;
+    let name = app.name().clone();
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared_length.is_some_and(|n| n > app.max_body_bytes) {
+        tracing::info!(request = id, app = %name, "413: body of {} bytes is over max_body_kb", declared_length.unwrap_or(0));
+        return too_large();
+    }
+    // The body is read whole before an instance is taken, so a slow upload
+    // holds memory (bounded) but no instance; unless the app streams bodies
+    // to its guest. The request stays boxed meanwhile: its head is the
+    // biggest thing this future would otherwise hold while it waits.
+    let mut req = req;
+    let body = if req.body().is_end_stream() {
+        Prepared::Empty
+    } else if app.stream_body {
+        Prepared::Streamed
+    } else {
+        // Boxed: only requests with a body pay for reading one.
+        match Box::pin(bodies.read(req.body_mut(), app.max_body_bytes)).await {
+            Ok(body) => Prepared::Read(body),
+            Err(refused) => return body_refused(refused, id, &name),
+        }
+    };
+    let permits = match instances.admit(target, id).await {
+        Ok(permits) => permits,
+        Err(response) => return *response,
+    };
+    let mut store = match app.new_store(id, CpuClock::new(app.cpu_budget)) {
+        Ok(store) => store,
+        Err(response) => return *response,
+    };
+    let body_over_cap = Arc::new(AtomicBool::new(false));
+    let req = (*req).map(
+        |incoming| -> UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error> {
+            match body {
+                Prepared::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+                Prepared::Streamed => {
+                    CappedBody::new(incoming, app.max_body_bytes, body_over_cap.clone())
+                        .boxed_unsync()
+                }
+                Prepared::Read(body) => body.boxed_unsync(),
+            }
+        },
+    );
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let resources: wasmtime::Result<_> = (|| {
+        let http = &mut store.data_mut().http();
+        let req = http.new_incoming_request(Scheme::Http, req)?;
+        let out = http.new_response_outparam(sender)?;
+        Ok((req, out))
+    })();
+    let (req, out) = match resources {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::info!(request = id, app = %name, "400: {e}");
+            return bad_request();
+        }
+    };
+
+    let (call_done, call_outcome) = tokio::sync::oneshot::channel();
+    let guest = tokio::spawn(run_guest(
+        app.clone(),
+        store,
+        Call { req, out },
+        permits,
+        call_done,
+        id,
+    ));
+
+    // Hyper drops this future when the client goes away (a closed
+    // connection, an HTTP/2 reset); the guard then stops the guest.
+    let abandoned = Abandoned::new(guest.abort_handle(), id, name.clone());
+    let response = receiver.await;
+    if body_over_cap.load(Ordering::Relaxed) {
+        tracing::info!(request = id, app = %name, "413: body over max_body_kb");
+        abandoned.stop();
+        return too_large();
+    }
+    match response {
+        Ok(Ok(response)) => {
+            response.map(|body| GuestBody::new(body, call_outcome, abandoned).boxed_unsync())
+        }
+        Ok(Err(code)) => {
+            tracing::error!(request = id, app = %name, "500: guest answered with error {code:?}");
+            abandoned.stop();
+            internal_error(id)
+        }
+        // The guest dropped the response outparam without setting it.
+        Err(_) => match guest.await {
+            Ok(Ok(())) => {
+                tracing::error!(request = id, app = %name, "500: guest returned without a response");
+                internal_error(id)
+            }
+            Ok(Err(failure)) => failure.response(id, &name),
+            Err(e) => {
+                tracing::error!(request = id, app = %name, "500: guest task failed: {e}");
+                internal_error(id)
+            }
+        },
+    }
+}
+
+/// A request's body, as the guest will get it.
+enum Prepared {
+    /// There is none.
+    Empty,
+    /// Read whole by the host.
+    Read(BufferedBody),
+    /// Passed on as it arrives (`stream_request_body`).
+    Streamed,
+}
+
+/// The guest's side of a request: the resources `handle` is called with.
+struct Call {
+    req: Resource<HostIncomingRequest>,
+    out: Resource<HostResponseOutparam>,
+}
+
+/// Instantiates `app` in `store` and calls its `incoming-handler.handle`
+/// under the app's timeout; then drops the store and the permits. The guest
+/// may fail after its response head has gone out (while streaming the
+/// body), so this logs its own failure; `call_done` says whether the call
+/// succeeded, before the store is dropped, so a good response ends without
+/// waiting for that.
+///
+/// The task running this future lives as long as the guest is suspended.
+async fn run_guest(
+    app: Arc<App>,
+    mut store: Store<HostState>,
+    call: Call,
+    permits: Permits,
+    call_done: tokio::sync::oneshot::Sender<bool>,
+    id: u64,
+) -> Result<(), GuestFailure> {
+    let result = app
+        .within_timeout(async {
+            let proxy = app.instantiate_proxy(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, call.req, call.out)
+                .await
+        })
+        .await;
+    let _ = call_done.send(result.is_ok());
+    drop(store);
+    drop(permits);
+    result.map_err(|e| GuestFailure::classify(&e, id, app.name()))
+}
+
+/// The answer to a body the host would not read whole, logged.
+fn body_refused(refused: BodyRefused, id: u64, app: &str) -> Response {
+    let (status, response) = match refused {
+        BodyRefused::TooLarge => (413, too_large()),
+        BodyRefused::TooSlow => (408, request_timeout()),
+        BodyRefused::Busy => (503, unavailable()),
+        BodyRefused::Broken(_) => (400, bad_request()),
+    };
+    tracing::info!(request = id, app = %app, "{status}: {refused}");
+    response
+}
+
+/// Stops a request's guest when dropped before [`Abandoned::finished`]: the
+/// client went away, so nobody will read the answer, and the instance and its
+/// permits go back at once instead of when the guest gives up.
+struct Abandoned {
+    guest: Option<tokio::task::AbortHandle>,
+    id: u64,
+    app: Arc<str>,
+}
+
+impl Abandoned {
+    fn new(guest: tokio::task::AbortHandle, id: u64, app: Arc<str>) -> Self {
+        Self {
+            guest: Some(guest),
+            id,
+            app,
+        }
+    }
+
+    /// The answer was delivered whole: the guest may finish what it does after it.
+    fn finished(&mut self) {
+        self.guest = None;
+    }
+
+    /// The host answers instead of the guest (and has logged why): stop it.
+    fn stop(mut self) {
+        if let Some(guest) = self.guest.take() {
+            guest.abort();
+        }
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(guest) = self.guest.take()
+            && !guest.is_finished()
+        {
+            guest.abort();
+            tracing::info!(request = self.id, app = %self.app, "client went away before the response was complete; instance released");
+        }
+    }
+}
+
+/// A guest's response body that ends cleanly only once the guest's call has
+/// returned without trapping.
+///
+/// wasmtime-wasi-http ends the body normally when the `outgoing-body` is
+/// dropped unfinished, as happens when a trapped guest's store is dropped; a
+/// chunked response would then pass a truncated body off as complete. The
+/// `wasi:http` contract is that an unfinished body is corrupt, so here its end
+/// waits for the call's outcome and becomes an error (the connection is cut)
+/// when the guest failed.
+///
+/// Dropped before its end (the client went away mid-body), it stops the guest.
+struct GuestBody {
+    inner: HyperOutgoingBody,
+    call_outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+    abandoned: Abandoned,
+}
+
+impl GuestBody {
+    fn new(
+        inner: HyperOutgoingBody,
+        call_outcome: tokio::sync::oneshot::Receiver<bool>,
+        abandoned: Abandoned,
+    ) -> Self {
+        Self {
+            inner,
+            call_outcome: Some(call_outcome),
+            abandoned,
+        }
+    }
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(frame) = ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            return Poll::Ready(Some(frame));
+        }
+        let Some(outcome) = self.call_outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let succeeded = ready!(Pin::new(outcome).poll(cx)).unwrap_or(false);
+        self.call_outcome = None;
+        self.abandoned.finished();
+        Poll::Ready(if succeeded {
+            None
+        } else {
+            Some(Err(wasmtime_wasi_http::Error::HttpProtocolError))
+        })
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn of six arguments returns, without
+    /// calling it.
+    fn returned_size<A, B, C, D, E, F, R>(_: impl FnOnce(A, B, C, D, E, F) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// A request's guest task lives, with this future, for as long as the
+    /// guest is suspended: every byte is paid once per waiting request.
+    #[test]
+    fn the_guest_task_stays_small() {
+        let size = returned_size(run_guest);
+        println!("run_guest: {size} bytes");
+        assert!(size <= 1216, "run_guest's future is {size} bytes");
+    }
+
+    /// hyper keeps this future for as long as the request waits.
+    #[test]
+    fn the_request_future_stays_small() {
+        let size = returned_size(
+            |i: &'static Instances,
+             b: &'static BodyBuffer,
+             t: &'static Target,
+             r: Box<hyper::Request<Incoming>>,
+             id: u64,
+             (): ()| handle(i, b, t, r, id),
+        );
+        println!("http::handle: {size} bytes");
+        assert!(size <= 640, "http::handle's future is {size} bytes");
+    }
+}
