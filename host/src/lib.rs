@@ -4,11 +4,19 @@
 //! gets a fresh, sandboxed instance of the component its route names.
 //! The `cyclone` binary is a thin shell over this library.
 //!
+//! Modules come in layers, each using only those before it: [`config`]
+//! (parsed data), [`limits`], [`response`], [`drain`], [`pubsub`] →
+//! [`engine`] → [`capabilities`] (what a guest can reach) → [`app`]
+//! (admission, stores, instantiation under the timeout) → [`failure`] → the
+//! front ends, [`http`] and [`websocket`], with [`router`] and [`dispatch`]
+//! choosing between them → [`server`].
+//!
 //! The path of a request: [`server`] accepts it on a worker's event loop →
-//! [`router`] picks the app → [`limits`] admits it to the instance pool →
-//! [`dispatch`] creates a store and instance from the app's pre-linked
-//! component ([`engine`]) and calls its `wasi:http/incoming-handler` export,
-//! with the imports in [`capabilities`] → the response streams back.
+//! [`dispatch`] finds its route → [`http`] reads its body, has [`app`] admit
+//! it to the instance pool and create a store and instance from the app's
+//! pre-linked component ([`engine`]), and calls its
+//! `wasi:http/incoming-handler` export with the imports in [`capabilities`]
+//! → the response streams back.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

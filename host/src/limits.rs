@@ -1,6 +1,8 @@
 //! Limits on what requests may use, all in one place: admission to the
-//! instance pool (process-wide and per app), CPU time, memory and body size.
-//! The wall-clock timeout is applied by `dispatch` around the guest's call.
+//! instance pool (process-wide, per app and per route), CPU time, memory,
+//! and request bodies (read whole within a budget, or capped as they
+//! stream). The wall-clock timeout is applied by `app` around the guest's
+//! call.
 //!
 //! Admission is a semaphore with one permit per pool slot. A request takes a
 //! permit before its instance is created and holds it until the instance is
@@ -386,7 +388,7 @@ impl CpuClock {
 }
 
 /// A request body that fails once more than `max` bytes have arrived, and
-/// says so in a flag the dispatcher reads (to answer 413).
+/// says so in a flag the HTTP front end reads (to answer 413).
 pub struct CappedBody<B> {
     inner: B,
     read: u64,

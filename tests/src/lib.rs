@@ -387,17 +387,39 @@ fn read(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, path: &st
 }
 
 /// Runs `cyclone ARGS` to completion (it is expected to refuse to start) and
-/// returns its exit status and stderr.
+/// returns its exit status and stderr. A `cyclone` still running after two
+/// minutes (it started serving instead) fails the test.
 pub fn run_to_exit(args: &[&OsStr]) -> (ExitStatus, String) {
-    let output = Command::new(cyclone_bin())
+    use std::io::Read;
+    let mut child = Command::new(cyclone_bin())
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running cyclone");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for cyclone") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "cyclone {args:?} was still running after {START_TIMEOUT:?}: {}",
+                reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap_or_default())
 }
 
 /// The manifest `examples/NAME/cyclone.toml` in a temp folder, pointed at the

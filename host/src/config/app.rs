@@ -27,7 +27,7 @@ pub struct AppConfig {
     /// digits and `_`, starting with a letter). A value is a string, or
     /// `{ env = "NAME" }` to take it from the host's environment at start-up
     /// (`{ env = "NAME", default = "..." }` when it may be unset). After
-    /// [`Manifest::load`] every value is a [`Variable::Value`].
+    /// [`Manifest::load`](super::Manifest::load) every value is a [`Variable::Value`].
     #[serde(default)]
     pub variables: BTreeMap<String, Variable>,
     /// Where the app's guest may send HTTP requests: `scheme://host[:port]`
@@ -200,7 +200,7 @@ impl AppConfig {
         (self.websocket_ping_secs > 0).then(|| Duration::from_secs(self.websocket_ping_secs))
     }
 
-    /// The app's variables as plain values (call after [`Manifest::load`],
+    /// The app's variables as plain values (call after [`Manifest::load`](super::Manifest::load),
     /// which resolves `env` entries).
     pub fn variable_values(&self) -> BTreeMap<String, String> {
         self.variables

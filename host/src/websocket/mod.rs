@@ -1,5 +1,5 @@
-//! The websocket front end: the handshake ([`handshake`]), the guest's
-//! `connect` and `run` ([`session`]) and the connection ([`pump`]).
+//! The websocket front end: the handshake (`handshake`), the guest's
+//! `connect` and `run` (`session`) and the connection (`pump`).
 //!
 //! An upgrade request on a route whose component exports
 //! `cyclone:platform/websocket-handler` comes here instead of the guest's
@@ -12,15 +12,18 @@
 //! the connection while the guest has not taken the previous ones; a guest's
 //! `send` waits while the outgoing channel is full. Nothing is dropped.
 //!
-//! The host answers pings, pings an idle peer every `websocket_ping_secs`
-//! and disconnects one silent for two intervals. A message over
-//! `websocket_max_message_kb` closes the session with 1009; a guest that
-//! traps closes it with 1011; a guest that returns closes it with 1000. When
-//! the connection ends the guest sees `closed` and has [`session::CLOSE_GRACE`] to
-//! return before its instance is dropped; either way its permit is released
-//! and a log line says how the session ended. On shutdown every session is
-//! closed with 1001 and the server waits for them as for requests, up to
-//! `drain_timeout_secs`.
+//! The host answers pings (each pong flushed before the next read), pings an
+//! idle peer every `websocket_ping_secs` and disconnects one silent, or not
+//! reading, for two intervals; a session's write buffer holds at most one
+//! message. A message over `websocket_max_message_kb` closes the session
+//! with 1009, a protocol error with 1002 (1007 for text that is not UTF-8);
+//! a guest that traps closes it with 1011; a guest that returns closes it
+//! with 1000. Every closing handshake ends the connection as soon as it is
+//! complete. When the connection ends the guest sees `closed` and has 5 s
+//! to return before its instance is dropped; either way its permits are
+//! released and a log line says how the session ended. On shutdown every
+//! session is closed with 1001 and the server waits for them as for
+//! requests, up to `drain_timeout_secs`.
 //!
 //! Limits: `timeout_ms` bounds `connect` only, never a session; the CPU
 //! budget applies to the work between two events the guest receives; the

@@ -198,6 +198,7 @@ fn a_peer_that_pings_and_never_reads_is_dropped_and_memory_stays_flat() {
         Duration::from_secs(10)
     ));
     let grown = server.rss_kib().saturating_sub(before);
+    println!("pings: {sent} bytes sent, cut after {cut_after:?}, server grew {grown} KiB");
     assert!(grown < 64 << 10, "the server grew by {grown} KiB");
     drop(socket);
 }
@@ -234,6 +235,7 @@ fn a_peer_that_floods_messages_and_never_reads_replies_is_dropped() {
         Duration::from_secs(10)
     ));
     let grown = server.rss_kib().saturating_sub(before);
+    println!("messages: cut after {cut_after:?}, server grew {grown} KiB");
     assert!(grown < 64 << 10, "the server grew by {grown} KiB");
 }
 
