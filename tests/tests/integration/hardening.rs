@@ -386,3 +386,62 @@ fn a_guest_that_floods_its_log_is_held_to_its_rate() {
         .expect("a cut line");
     assert!(long.len() < 5000, "{} bytes", long.len());
 }
+
+#[test]
+fn a_client_that_leaves_mid_body_releases_its_instance_at_once() {
+    let (_dir, path) = manifest(&format!(
+        "[apps.tour]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        components::TOUR
+    ));
+    let server = Cyclone::serve(&path);
+    // `/stream` writes five chunks 200 ms apart: leave after the first.
+    let mut stream = send_head(&server, "GET /stream HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("chunk 1") {
+        use std::io::Read;
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    assert!(server.wait_for_log(
+        "client went away before the response was complete; instance released",
+        Duration::from_secs(5)
+    ));
+    assert!(
+        !server.log().iter().any(|l| l.contains("guest failed")),
+        "stopping the guest is not its failure"
+    );
+}
+
+#[test]
+fn an_http2_reset_releases_the_instance_at_once() {
+    let (_dir, server) = probe_with("max_instances = 1\nqueue_timeout_ms = 10000");
+    let (slow, echo) = (server.url("/sleep?ms=60000"), server.url("/echo"));
+    with_h2(&server, |mut sender, _connection| async move {
+        let request = http::Request::get(slow)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let waiting = tokio::spawn(sender.send_request(request));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Dropping the response future resets the stream.
+        waiting.abort();
+        let _ = waiting.await;
+        let started = Instant::now();
+        let request = http::Request::get(echo)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+    assert!(server.wait_for_log(
+        "client went away before the response was complete",
+        Duration::from_secs(5)
+    ));
+}
