@@ -43,6 +43,22 @@ pub fn cyclone_bin() -> PathBuf {
     bin
 }
 
+/// The compile cache the tests share: `target/<profile>/test-compile-cache`.
+/// Entries name the engine and component they were made for, and are
+/// written to a temporary file and renamed, so concurrent servers can share
+/// it; tests about the cache itself use folders of their own.
+fn shared_cache() -> &'static Path {
+    static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let dir = cyclone_bin()
+            .parent()
+            .expect("the binary is in target/<profile>")
+            .join("test-compile-cache");
+        std::fs::create_dir_all(&dir).expect("creating the shared compile cache");
+        dir
+    })
+}
+
 /// Lines the server wrote to stderr, shared with the thread reading them.
 #[derive(Default)]
 struct Log {
@@ -56,7 +72,6 @@ pub struct Cyclone {
     addr: String,
     log: Arc<Log>,
     agent: ureq::Agent,
-    _cache: Option<tempfile::TempDir>,
 }
 
 /// A response, read whole.
@@ -97,20 +112,16 @@ impl Reply {
 }
 
 impl Cyclone {
-    /// Starts `cyclone serve --listen 127.0.0.1:0 PATH` with a fresh compile cache.
+    /// Starts `cyclone serve --listen 127.0.0.1:0 PATH` with the compile
+    /// cache the tests share, so each component is compiled once per run
+    /// of the tests rather than once per test.
     pub fn serve(path: impl AsRef<OsStr>) -> Self {
-        let cache = tempfile::tempdir().expect("temp dir");
-        let mut server = Self::serve_with_cache(path, cache.path());
-        server._cache = Some(cache);
-        server
+        Self::serve_with_cache(path, shared_cache())
     }
 
     /// Like [`Cyclone::serve`], with `env` added to the server's environment.
     pub fn serve_with_env(path: impl AsRef<OsStr>, env: &[(&str, &str)]) -> Self {
-        let cache = tempfile::tempdir().expect("temp dir");
-        let mut server = Self::start(path, cache.path(), env);
-        server._cache = Some(cache);
-        server
+        Self::start(path, shared_cache(), env)
     }
 
     /// Like [`Cyclone::serve`], with the compile cache in `cache`.
@@ -179,7 +190,6 @@ impl Cyclone {
             addr,
             log,
             agent,
-            _cache: None,
         }
     }
 
