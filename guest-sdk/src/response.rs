@@ -275,6 +275,38 @@ impl From<HttpError> for Response {
     }
 }
 
+/// Where a streamed body goes. Get one from [`Response::stream`].
+pub struct BodyWriter {
+    stream: AsyncOutputStream,
+    buffer: Vec<u8>,
+}
+
+impl BodyWriter {
+    /// A writer into `stream`, the response body's.
+    pub(crate) fn new(stream: AsyncOutputStream) -> Self {
+        Self {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Adds `data` to the body; it is sent at the next [`flush`](Self::flush)
+    /// (or when the stream function returns).
+    pub fn write(&mut self, data: impl AsRef<[u8]>) {
+        self.buffer.extend_from_slice(data.as_ref());
+    }
+
+    /// Sends everything written so far to the client. Fails when the client
+    /// has gone away.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.stream.write_all(&self.buffer).await?;
+            self.buffer.clear();
+        }
+        self.stream.flush().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,37 +376,5 @@ mod tests {
                 .status,
             404
         );
-    }
-}
-
-/// Where a streamed body goes. Get one from [`Response::stream`].
-pub struct BodyWriter {
-    stream: AsyncOutputStream,
-    buffer: Vec<u8>,
-}
-
-impl BodyWriter {
-    /// A writer into `stream`, the response body's.
-    pub(crate) fn new(stream: AsyncOutputStream) -> Self {
-        Self {
-            stream,
-            buffer: Vec::new(),
-        }
-    }
-
-    /// Adds `data` to the body; it is sent at the next [`flush`](Self::flush)
-    /// (or when the stream function returns).
-    pub fn write(&mut self, data: impl AsRef<[u8]>) {
-        self.buffer.extend_from_slice(data.as_ref());
-    }
-
-    /// Sends everything written so far to the client. Fails when the client
-    /// has gone away.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buffer.is_empty() {
-            self.stream.write_all(&self.buffer).await?;
-            self.buffer.clear();
-        }
-        self.stream.flush().await
     }
 }
