@@ -9,8 +9,13 @@ use cyclone_tests::{Cyclone, components, manifest};
 
 /// The probe with `server` settings (TOML lines) and its defaults otherwise.
 fn probe_with(server: &str) -> (tempfile::TempDir, Cyclone) {
+    probe_with_app(server, "")
+}
+
+/// The probe with `server` and `app` settings (TOML lines).
+fn probe_with_app(server: &str, app: &str) -> (tempfile::TempDir, Cyclone) {
     let (dir, path) = manifest(&format!(
-        "[server]\n{server}\n\n[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        "[server]\n{server}\n\n[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n{app}\n",
         components::PROBE
     ));
     let cyclone = Cyclone::serve(&path);
@@ -332,11 +337,7 @@ fn http2_requests_get_the_same_header_cap_as_http1() {
 
 #[test]
 fn a_guest_that_floods_its_log_is_held_to_its_rate() {
-    let (_dir, path) = manifest(&format!(
-        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\nmax_log_lines_per_sec = 50\n",
-        components::PROBE
-    ));
-    let server = Cyclone::serve(&path);
+    let (_dir, server) = probe_with_app("", "max_log_lines_per_sec = 50");
     let started = Instant::now();
     let reply = server.get("/log?n=100000");
     assert_eq!(reply.body, "logged");
@@ -379,6 +380,7 @@ fn a_guest_that_floods_its_log_is_held_to_its_rate() {
     // The next request has its own allowance, and long lines are cut.
     let _ = server.get("/log?n=1");
     assert!(server.wait_for_log_count("line 0 of a flood", 2, Duration::from_secs(5)));
+    assert!(server.wait_for_log("[line cut]", Duration::from_secs(5)));
     let long = server
         .log()
         .into_iter()
