@@ -22,6 +22,15 @@ fn probe_with_app(server: &str, app: &str) -> (tempfile::TempDir, Cyclone) {
     (dir, cyclone)
 }
 
+/// Asserts that `GET /echo` is answered 200 within `limit`.
+fn echo_answers_within(server: &Cyclone, limit: Duration) {
+    let started = Instant::now();
+    let reply = server.get("/echo");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let waited = started.elapsed();
+    assert!(waited < limit, "answered after {waited:?}");
+}
+
 /// Sends a request head on a new raw connection and leaves it open.
 fn send_head(server: &Cyclone, head: &str) -> TcpStream {
     let mut stream = server.connect();
@@ -38,14 +47,7 @@ fn a_client_that_goes_away_releases_its_instance_at_once() {
     assert!(server.wait_for_log_count("sleeping 60000 ms", 6, Duration::from_secs(30)));
     // Every instance is held; now all six clients give up.
     drop(polls);
-    let started = Instant::now();
-    let reply = server.get("/echo");
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "answered after {:?}",
-        started.elapsed()
-    );
+    echo_answers_within(&server, Duration::from_secs(1));
     assert!(server.wait_for_log_count(
         "client went away before the response was complete; instance released",
         6,
@@ -69,9 +71,7 @@ fn connections_waiting_in_the_protocol_sniffer_cost_no_cpu() {
         used < Duration::from_millis(300),
         "1,000 waiting connections used {used:?} of CPU in {elapsed:?}"
     );
-    let started = Instant::now();
-    assert_eq!(server.get("/echo").status, 200);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    echo_answers_within(&server, Duration::from_millis(500));
     drop(idle);
 }
 
@@ -184,14 +184,7 @@ fn slow_uploads_hold_no_instance() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    let reply = server.get("/echo");
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "answered after {:?}",
-        started.elapsed()
-    );
+    echo_answers_within(&server, Duration::from_secs(1));
     // An upload that completes reaches the guest whole.
     let mut upload = uploads.into_iter().next().unwrap();
     upload.write_all(&[b'x'; 990]).unwrap();
