@@ -440,3 +440,55 @@ fn an_http2_reset_releases_the_instance_at_once() {
         Duration::from_secs(5)
     ));
 }
+
+#[test]
+fn a_stalled_log_reader_does_not_stall_requests() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    // Nobody reads this server's stderr: once the pipe is full, a log
+    // written in the request path would block its worker.
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(cyclone_tests::cyclone_bin())
+        .args([
+            "serve",
+            components::PROBE,
+            "--listen",
+            "127.0.0.1:0",
+            "--cache-dir",
+        ])
+        .arg(cache.path())
+        .env("CYCLONE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting cyclone");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("cyclone listening on http://")
+        .expect("the listening line")
+        .to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let started = Instant::now();
+    // Each request logs about 100 lines (its allowance) and a count of the
+    // rest: far more than a pipe holds, all told.
+    let stalled = (0..40).find_map(|i| {
+        let outcome = agent
+            .get(format!("http://{addr}/log?n=2000"))
+            .call()
+            .map(|r| r.status().as_u16());
+        (!matches!(outcome, Ok(200))).then(|| format!("request {i}: {outcome:?}"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(stalled, None);
+    println!("40 requests answered in {:?}", started.elapsed());
+}
