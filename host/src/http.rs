@@ -82,14 +82,16 @@ pub(crate) async fn handle(
         Ok(store) => store,
         Err(response) => return *response,
     };
-    let body_over_cap = Arc::new(AtomicBool::new(false));
+    // Only a streamed body can go over the cap once the guest runs; the
+    // flag that says so is allocated for those alone.
+    let mut body_over_cap = None;
     let req = (*req).map(
         |incoming| -> UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error> {
             match body {
                 Prepared::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
                 Prepared::Streamed => {
-                    CappedBody::new(incoming, app.max_body_bytes, body_over_cap.clone())
-                        .boxed_unsync()
+                    let over = body_over_cap.insert(Arc::new(AtomicBool::new(false)));
+                    CappedBody::new(incoming, app.max_body_bytes, over.clone()).boxed_unsync()
                 }
                 Prepared::Read(body) => body.boxed_unsync(),
             }
@@ -124,7 +126,7 @@ pub(crate) async fn handle(
     // connection, an HTTP/2 reset); the guard then stops the guest.
     let abandoned = Abandoned::new(guest.abort_handle(), id, name.clone());
     let response = receiver.await;
-    if body_over_cap.load(Ordering::Relaxed) {
+    if body_over_cap.is_some_and(|over| over.load(Ordering::Relaxed)) {
         tracing::info!(request = id, app = %name, "413: body over max_body_kb");
         abandoned.stop();
         return too_large();

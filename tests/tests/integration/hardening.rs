@@ -492,3 +492,32 @@ fn a_stalled_log_reader_does_not_stall_requests() {
     assert_eq!(stalled, None);
     println!("40 requests answered in {:?}", started.elapsed());
 }
+
+#[test]
+fn an_app_that_streams_bodies_takes_its_instance_before_the_body() {
+    let (_dir, server) = probe_with_app(
+        "max_instances = 1\nqueue_timeout_ms = 500",
+        "stream_request_body = true\nmax_body_kb = 1",
+    );
+    // The trade: a slow upload to such an app holds its instance.
+    let mut upload = send_head(
+        &server,
+        "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nhalf",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.get("/echo").status, 503);
+    upload.write_all(&[b'x'; 96]).unwrap();
+    // A chunked body is still cut at the cap, as it streams.
+    drop(upload);
+    let mut chunked = String::from(
+        "POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+    );
+    for _ in 0..4 {
+        chunked.push_str(&format!("200\r\n{}\r\n", "y".repeat(0x200)));
+    }
+    chunked.push_str("0\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = server.exchange_raw(chunked.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(server.wait_for_log("413: body over max_body_kb", Duration::from_secs(5)));
+}
