@@ -7,6 +7,9 @@ wit_bindgen::generate!({
     world: "cyclone:platform/sdk",
     with: {
         "wasi:io/poll@0.2.12": wasip2::io::poll,
+        "wasi:keyvalue/store@0.2.0-draft2": generate,
+        "wasi:keyvalue/atomics@0.2.0-draft2": generate,
+        "wasi:keyvalue/batch@0.2.0-draft2": generate,
     },
     pub_export_macro: true,
     export_macro_name: "export_websocket_handler",

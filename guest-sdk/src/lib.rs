@@ -54,7 +54,8 @@
 //! [`Request`] to anything that implements [`IntoResponse`]. An application
 //! with websocket routes ([`Application::websocket`], see [`websocket`]) is
 //! exported with [`app`] on a `fn() -> Application` instead; [`pubsub`]
-//! connects an app's requests and sessions.
+//! connects an app's requests and sessions, and [`kv`] keeps state that
+//! outlives them.
 //!
 //! Each request (and each websocket session) runs in a fresh instance:
 //! statics start over for every request, and a panic ends the instance — the
@@ -69,6 +70,7 @@ pub mod client;
 mod cookies;
 mod error;
 pub mod guide;
+pub mod kv;
 pub mod pubsub;
 mod request;
 mod response;

@@ -3,6 +3,7 @@
 //! and instantiation under the app's wall-clock timeout. Both front ends,
 //! HTTP and websocket, go through here, so each is written once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,42 @@ pub struct App {
     pub stream_body: bool,
 }
 
+/// What outlives requests and is shared between apps: the opened key-value
+/// stores and, when pub/sub goes through Redis, the connection to it.
+#[derive(Debug, Default)]
+pub struct SharedState {
+    /// Every store of the manifest, by name.
+    pub stores: BTreeMap<String, Arc<crate::kv::Store>>,
+    /// The Redis pub/sub connection, when `[pubsub] backend = "redis"`.
+    pub bus: Option<Arc<crate::pubsub::redis::Bus>>,
+}
+
+impl SharedState {
+    /// Opens the stores and the pub/sub connection `manifest` names.
+    pub fn open(manifest: &crate::config::Manifest) -> Result<Self, String> {
+        let stores = crate::kv::open_all(&manifest.key_value).map_err(|e| e.to_string())?;
+        let bus = match manifest.pubsub.redis_url() {
+            Some(url) => Some(
+                crate::pubsub::redis::Bus::connect(url).map_err(|e| format!("pubsub.url: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { stores, bus })
+    }
+
+    fn pubsub(&self, app: &str, config: &AppConfig) -> Arc<dyn crate::pubsub::PubSub> {
+        match &self.bus {
+            Some(bus) => crate::pubsub::redis::RedisPubSub::new(
+                bus.clone(),
+                app,
+                config.pubsub_history,
+                config.pubsub_buffer,
+            ),
+            None => crate::pubsub::InProcess::new(config.pubsub_history, config.pubsub_buffer),
+        }
+    }
+}
+
 /// An app's websocket export and settings, present when its component
 /// serves sessions.
 pub struct WebSocketExport {
@@ -56,6 +93,7 @@ impl App {
         server: &ServerConfig,
         engine: &Engine,
         component: &Component,
+        shared: &SharedState,
     ) -> wasmtime::Result<Self> {
         let linker = linker_for(engine, component)?;
         let instance_pre = linker.instantiate_pre(component)?;
@@ -87,7 +125,12 @@ impl App {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                pubsub: crate::pubsub::InProcess::new(config.pubsub_history, config.pubsub_buffer),
+                pubsub: shared.pubsub(name, config),
+                key_value: config
+                    .key_value_stores
+                    .iter()
+                    .filter_map(|store| Some((store.clone(), shared.stores.get(store)?.clone())))
+                    .collect(),
                 log_lines_per_sec: config.max_log_lines_per_sec,
             }),
             pre,

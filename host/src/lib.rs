@@ -5,7 +5,7 @@
 //! The `cyclone` binary is a thin shell over this library.
 //!
 //! Modules come in layers, each using only those before it: [`config`]
-//! (parsed data), [`limits`], [`response`], [`drain`], [`pubsub`] →
+//! (parsed data), [`limits`], [`response`], [`drain`], [`pubsub`], [`kv`] →
 //! [`engine`] → [`capabilities`] (what a guest can reach) → [`app`]
 //! (admission, stores, instantiation under the timeout) → [`failure`] → the
 //! front ends, [`http`] and [`websocket`], with [`router`] and [`dispatch`]
@@ -41,6 +41,7 @@ pub mod drain;
 pub mod engine;
 pub mod failure;
 pub mod http;
+pub mod kv;
 pub mod limits;
 pub mod pubsub;
 pub mod response;
@@ -83,6 +84,9 @@ pub enum StartError {
     /// The machine cannot hold as many instances as the manifest asks for.
     #[error("{0}")]
     Capacity(String),
+    /// A key-value store or the pub/sub backend could not be opened.
+    #[error("{0}")]
+    State(String),
 }
 
 /// A host ready to serve a manifest: engine built, components compiled and linked.
@@ -100,15 +104,14 @@ impl Host {
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
         limits::start_epoch_ticker(&engine);
         let cache = ComponentCache::new(cache_dir);
+        let shared = app::SharedState::open(&manifest).map_err(StartError::State)?;
         let mut routes = Vec::new();
         for (name, app) in &manifest.apps {
             let component = cache.load(&engine, &app.component)?;
-            let linked =
-                App::new(name, app, &manifest.server, &engine, &component).map_err(|e| {
-                    StartError::Link {
-                        path: app.component.clone(),
-                        message: link_message(&e),
-                    }
+            let linked = App::new(name, app, &manifest.server, &engine, &component, &shared)
+                .map_err(|e| StartError::Link {
+                    path: app.component.clone(),
+                    message: link_message(&e),
                 })?;
             let linked = Arc::new(linked);
             for route in &app.routes {

@@ -18,6 +18,7 @@ pub mod components {
     include!(concat!(env!("OUT_DIR"), "/components.rs"));
 }
 
+pub mod services;
 pub mod ws;
 
 /// How long to wait for the server to start (it may compile components).
@@ -72,6 +73,8 @@ pub struct Cyclone {
     addr: String,
     log: Arc<Log>,
     agent: ureq::Agent,
+    /// A folder (the manifest's, with its data) removed only after the server.
+    folder: Option<tempfile::TempDir>,
 }
 
 /// A response, read whole.
@@ -190,7 +193,15 @@ impl Cyclone {
             addr,
             log,
             agent,
+            folder: None,
         }
+    }
+
+    /// Keeps `folder` (say, the temp folder of the manifest and its data)
+    /// until this server is dropped.
+    pub fn keeping(mut self, folder: tempfile::TempDir) -> Self {
+        self.folder = Some(folder);
+        self
     }
 
     /// `IP:PORT` the server listens on.
@@ -347,6 +358,12 @@ impl Cyclone {
         assert_eq!(rc, 0, "kill failed");
     }
 
+    /// Kills the process with SIGKILL (no drain, no chance to flush) and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaping cyclone");
+    }
+
     /// Sends SIGTERM, waits up to 30 s for the process to exit, asserts it
     /// exited 0, and returns how long that took.
     pub fn stop(&mut self) -> Duration {
@@ -440,8 +457,18 @@ pub fn example_manifest(
     component: &str,
     edits: &[(&str, &str)],
 ) -> (tempfile::TempDir, PathBuf) {
+    example_manifest_file(name, "cyclone.toml", component, edits)
+}
+
+/// Like [`example_manifest`], for the manifest `examples/NAME/FILE`.
+pub fn example_manifest_file(
+    name: &str,
+    file: &str,
+    component: &str,
+    edits: &[(&str, &str)],
+) -> (tempfile::TempDir, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let original = std::fs::read_to_string(root.join("examples").join(name).join("cyclone.toml"))
+    let original = std::fs::read_to_string(root.join("examples").join(name).join(file))
         .expect("reading the example manifest");
     let release_build = format!("../../target/wasm32-wasip2/guest/{name}.wasm");
     assert!(

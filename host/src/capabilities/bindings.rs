@@ -9,6 +9,10 @@ wasmtime::component::bindgen!({
         default: trappable,
         "cyclone:platform/websocket.[method]session.send": async | trappable,
         "cyclone:platform/websocket.[method]session.close": async | trappable,
+        "cyclone:platform/pubsub.publish": async | trappable,
+        "cyclone:platform/pubsub.recent": async | trappable,
+        "cyclone:platform/pubsub.[constructor]subscription": async | trappable,
+        "wasi:keyvalue": async | trappable,
     },
     exports: { default: async },
     with: {
@@ -19,5 +23,7 @@ wasmtime::component::bindgen!({
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "cyclone:platform/pubsub.subscription": crate::pubsub::Subscription,
         "cyclone:platform/websocket.session": crate::capabilities::websocket::Session,
+        "wasi:keyvalue/store.bucket": crate::kv::Bucket,
+        "wasi:keyvalue/atomics.cas": crate::kv::Cas,
     },
 });

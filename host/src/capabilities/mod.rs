@@ -5,12 +5,14 @@
 //! rest of WASI 0.2 with only what the manifest grants: the folders in
 //! `files` (read-only) and the variables in `environment`; never sockets. Outbound HTTP reaches what the app's
 //! `allowed_outbound_hosts` lists (see [`outbound`]). From `cyclone:platform`
-//! they see their app's manifest variables. Imports nobody
+//! they see their app's manifest variables, pub/sub and websockets, and
+//! through `wasi:keyvalue` the stores their app is granted. Imports nobody
 //! provides trap when called, so a component links as long as it never calls
 //! them.
 
 pub(crate) mod bindings;
 mod guest_log;
+mod key_value;
 pub mod outbound;
 mod pubsub;
 mod variables;
@@ -47,6 +49,8 @@ pub struct AppCapabilities {
     pub environment: Vec<(String, String)>,
     /// Its pub/sub topics.
     pub pubsub: Arc<dyn crate::pubsub::PubSub>,
+    /// The key-value stores it is granted, by name.
+    pub key_value: BTreeMap<String, Arc<crate::kv::Store>>,
     /// Lines one instance may log a second.
     pub log_lines_per_sec: u32,
 }
@@ -189,6 +193,7 @@ const PROVIDED: &[&str] = &[
     "wasi:filesystem/",
     "wasi:http/",
     "wasi:io/",
+    "wasi:keyvalue/",
     "wasi:random/",
     "wasi:sockets/",
     "cyclone:platform/",
@@ -209,6 +214,18 @@ pub fn linker_for(engine: &Engine, component: &Component) -> wasmtime::Result<Li
         |state| state,
     )?;
     bindings::cyclone::platform::websocket::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
+    bindings::wasi::keyvalue::store::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
+    bindings::wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
+    bindings::wasi::keyvalue::batch::add_to_linker::<_, HasSelf<HostState>>(
         &mut linker,
         |state| state,
     )?;

@@ -9,21 +9,27 @@ use super::bindings::cyclone::platform::pubsub::{Event, Host, HostSubscription, 
 use crate::pubsub::{self, Subscription};
 
 impl Host for HostState {
-    fn publish(&mut self, topic: String, body: Vec<u8>) -> wasmtime::Result<Result<u64, String>> {
-        Ok(self
-            .hooks
-            .app
-            .pubsub
+    async fn publish(
+        &mut self,
+        topic: String,
+        body: Vec<u8>,
+    ) -> wasmtime::Result<Result<u64, String>> {
+        let pubsub = self.hooks.app.pubsub.clone();
+        Ok(pubsub
             .publish(&topic, Bytes::from(body))
+            .await
             .map_err(|e| e.to_string()))
     }
 
-    fn recent(&mut self, topic: String, after: Option<u64>) -> wasmtime::Result<Vec<Message>> {
-        Ok(self
-            .hooks
-            .app
-            .pubsub
+    async fn recent(
+        &mut self,
+        topic: String,
+        after: Option<u64>,
+    ) -> wasmtime::Result<Vec<Message>> {
+        let pubsub = self.hooks.app.pubsub.clone();
+        Ok(pubsub
             .recent(&topic, after)
+            .await
             .into_iter()
             .map(to_guest)
             .collect())
@@ -31,8 +37,9 @@ impl Host for HostState {
 }
 
 impl HostSubscription for HostState {
-    fn new(&mut self, topic: String) -> wasmtime::Result<Resource<Subscription>> {
-        let subscription = self.hooks.app.pubsub.subscribe(&topic);
+    async fn new(&mut self, topic: String) -> wasmtime::Result<Resource<Subscription>> {
+        let pubsub = self.hooks.app.pubsub.clone();
+        let subscription = pubsub.subscribe(&topic).await;
         Ok(self.table.push(subscription)?)
     }
 

@@ -46,6 +46,13 @@ pub struct AppConfig {
     /// the host's own environment is never passed through.
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
+    /// The key-value stores the guest may open, by name (default: none).
+    /// `"default"` is an SQLite store in `server.data_dir` unless a
+    /// `[key_value.default]` table says otherwise; any other name needs its
+    /// `[key_value.NAME]` table. A store granted to several apps is shared
+    /// by them: they see each other's keys.
+    #[serde(default)]
+    pub key_value_stores: Vec<String>,
     /// Instances of this app alive at once (default: `server.max_instances`).
     /// Requests past it wait in the queue, then get 503.
     pub max_instances: Option<u32>,
@@ -155,6 +162,7 @@ impl AppConfig {
             allowed_outbound_hosts: AllowedHosts::default(),
             files: BTreeMap::new(),
             environment: BTreeMap::new(),
+            key_value_stores: Vec::new(),
             max_instances: None,
             cpu_budget_ms: defaults::cpu_budget_ms(),
             timeout_ms: defaults::timeout_ms(),

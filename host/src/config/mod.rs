@@ -28,11 +28,13 @@ mod allowed_hosts;
 mod app;
 mod route;
 mod server;
+mod state;
 
 pub use allowed_hosts::AllowedHosts;
 pub use app::{AppConfig, Variable};
 pub use route::{Route, RouteError, RoutePattern};
 pub use server::ServerConfig;
+pub use state::{DEFAULT_STORE, PubSubBackend, PubSubConfig, StoreBackend, StoreConfig};
 
 /// The default address the server binds.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -76,6 +78,14 @@ pub struct Manifest {
     /// The apps to serve, by name.
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+    /// Key-value stores, by name; apps reach those their
+    /// `key_value_stores` grant. After loading it holds every granted store,
+    /// `default` included when granted and not defined.
+    #[serde(default)]
+    pub key_value: BTreeMap<String, StoreConfig>,
+    /// Where pub/sub messages travel.
+    #[serde(default)]
+    pub pubsub: PubSubConfig,
 }
 
 impl Manifest {
@@ -110,7 +120,31 @@ impl Manifest {
                 "no apps: add an [apps.NAME] table with `component` and `routes`",
             ));
         }
+        let data_dir = base.join(
+            manifest
+                .server
+                .data_dir
+                .as_deref()
+                .unwrap_or(Path::new(server::DEFAULT_DATA_DIR)),
+        );
+        manifest.server.data_dir = Some(data_dir.clone());
+        for (name, store) in &mut manifest.key_value {
+            state::check_store_name(name)?;
+            store.resolve(name, base, &data_dir, env)?;
+        }
+        manifest.pubsub.resolve(env)?;
         for (name, app) in &mut manifest.apps {
+            for store in &app.key_value_stores {
+                if store == DEFAULT_STORE {
+                    manifest.key_value.entry(store.clone()).or_insert_with(|| {
+                        StoreConfig::sqlite(data_dir.join(format!("{DEFAULT_STORE}.sqlite")))
+                    });
+                } else if !manifest.key_value.contains_key(store) {
+                    return Err(invalid(format!(
+                        "app `{name}`: key_value_stores: no store `{store}`; define it in a [key_value.{store}] table"
+                    )));
+                }
+            }
             if app.routes.is_empty() {
                 return Err(invalid(format!("app `{name}` has no routes")));
             }
@@ -142,6 +176,17 @@ impl Manifest {
             {
                 return Err(invalid(format!(
                     "app `{name}`: max_instances, cpu_budget_ms, max_memory_mb and max_log_lines_per_sec must be at least 1"
+                )));
+            }
+        }
+        let mut files = BTreeMap::new();
+        for (name, store) in &manifest.key_value {
+            if let Some(path) = &store.path
+                && let Some(other) = files.insert(path.clone(), name)
+            {
+                return Err(invalid(format!(
+                    "key_value.{other} and key_value.{name} use the same file {}; give each store its own",
+                    path.display()
                 )));
             }
         }
@@ -179,6 +224,8 @@ impl Manifest {
             .map_or_else(|| "app".to_owned(), |s| s.to_string_lossy().into_owned());
         Self {
             server: ServerConfig::default(),
+            key_value: BTreeMap::new(),
+            pubsub: PubSubConfig::default(),
             apps: BTreeMap::from([(
                 name,
                 AppConfig::new(

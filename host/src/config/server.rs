@@ -1,6 +1,7 @@
 //! The `[server]` table: process-wide settings.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -51,7 +52,14 @@ pub struct ServerConfig {
     /// fill this, a new one waits up to `queue_timeout_ms` for room, then
     /// gets 503 with `Retry-After`.
     pub max_buffered_body_kb: u64,
+    /// Where the host keeps its data, such as the SQLite file of the
+    /// `default` key-value store, relative to the manifest's folder
+    /// (default `.cyclone/data`). After loading it is set and absolute.
+    pub data_dir: Option<PathBuf>,
 }
+
+/// `data_dir` when the manifest does not set it, relative to its folder.
+pub const DEFAULT_DATA_DIR: &str = ".cyclone/data";
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -69,6 +77,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             body_read_timeout_ms: 10_000,
             max_buffered_body_kb: 256 * 1024,
+            data_dir: None,
         }
     }
 }

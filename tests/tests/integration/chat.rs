@@ -11,8 +11,8 @@ use tungstenite::Message;
 
 /// The chat example with its own manifest, and `edits` to it.
 fn chat(edits: &[(&str, &str)]) -> Cyclone {
-    let (_dir, path) = example_manifest("chat", components::CHAT, edits);
-    Cyclone::serve(&path)
+    let (dir, path) = example_manifest("chat", components::CHAT, edits);
+    Cyclone::serve(&path).keeping(dir)
 }
 
 /// Posts a message; returns its id.

@@ -6,6 +6,7 @@ mod chat;
 mod hardening;
 mod limits;
 mod serve;
+mod state;
 mod tour;
 mod websocket_edges;
 mod websockets;

@@ -3,7 +3,11 @@
 //! `/variable?name=N` (an app variable's value) and
 //! `/fetch?url=U[&host=H][&between_ms=N]` (an outbound GET, optionally with a
 //! `Host` header and a between-bytes timeout; answers `STATUS BODY` or
-//! `error: WHY`).
+//! `error: WHY`), and `/kv?store=S&op=OP[&key=K][&n=N][&expected=E]`: one
+//! key-value call through the SDK (`get`, `set` with the body, `delete`,
+//! `exists`, `incr` by `n`, `cas` from `expected` (absent: none) to the
+//! body, `keys`, `json`, `batch`), answering its result, or
+//! `error: KIND(...)` with status 200 so tests see the SDK's error value.
 
 use cyclone_sdk::{HttpError, Request, Response};
 
@@ -88,6 +92,57 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
                 None => Err(HttpError::not_found()),
             }
         }
+        "/kv" => Ok(Response::text(match key_value(&req) {
+            Ok(answer) => answer,
+            Err(e) => format!("error: {e:?}"),
+        })),
         _ => Err(HttpError::not_found()),
     }
+}
+
+/// One key-value call, from `/kv`'s query.
+fn key_value(req: &Request) -> Result<String, cyclone_sdk::kv::Error> {
+    use cyclone_sdk::kv::Store;
+    let store = Store::open(&req.argument_or("store", "default"))?;
+    let key = req.argument_or("key", "k");
+    Ok(match req.argument_or("op", "get").as_str() {
+        "get" => match store.get(&key)? {
+            Some(value) => format!("value {}", String::from_utf8_lossy(&value)),
+            None => "none".into(),
+        },
+        "set" => {
+            store.set(&key, req.body())?;
+            "ok".into()
+        }
+        "delete" => {
+            store.delete(&key)?;
+            "ok".into()
+        }
+        "exists" => store.exists(&key)?.to_string(),
+        "incr" => store
+            .increment(&key, req.argument_or("n", "1").parse().unwrap_or(1))?
+            .to_string(),
+        "cas" => {
+            let expected = req.argument("expected").ok();
+            store
+                .compare_and_swap(&key, expected.as_deref().map(str::as_bytes), req.body())?
+                .to_string()
+        }
+        "keys" => {
+            let mut keys = store.all_keys()?;
+            keys.sort();
+            keys.join(",")
+        }
+        "json" => {
+            store.set_json(&key, &[1, 2, 3])?;
+            format!("{:?}", store.get_json::<Vec<u32>>(&key)?)
+        }
+        "batch" => {
+            store.set_many(&[("b1", b"one"), ("b2", b"two")])?;
+            let values = store.get_many(&["b1", "b2", "b3"])?;
+            store.delete_many(&["b1", "b2"])?;
+            format!("{values:?} {}", store.exists("b1")?)
+        }
+        other => format!("unknown op {other}"),
+    })
 }

@@ -6,7 +6,10 @@
 //! `pubsub_buffer` messages a subscriber has not read yet, and a history of
 //! the last `pubsub_history` messages for [`PubSub::recent`]. A subscriber
 //! that falls further behind gets [`Event::Lagged`] with the count it
-//! missed, never a silent gap.
+//! missed, never a silent gap. [`redis::RedisPubSub`] shares topics
+//! between every host on one Redis server.
+
+pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -46,23 +49,42 @@ pub enum PublishError {
     /// The body is too big.
     #[error("a message body is at most {MAX_MESSAGE_BYTES} bytes; this one is {0}")]
     TooLarge(usize),
+    /// The backend cannot be reached now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Checks a topic name and a body before publishing.
+pub fn check(topic: &str, body: &[u8]) -> Result<(), PublishError> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
+        return Err(PublishError::Topic);
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(PublishError::TooLarge(body.len()));
+    }
+    Ok(())
 }
 
 /// A pub/sub backend for one app.
+#[async_trait::async_trait]
 pub trait PubSub: Send + Sync + std::fmt::Debug {
     /// Publishes `body` on `topic`; returns its number.
-    fn publish(&self, topic: &str, body: Bytes) -> Result<u64, PublishError>;
-    /// The kept messages of `topic` numbered after `after` (all when `None`), oldest first.
-    fn recent(&self, topic: &str, after: Option<u64>) -> Vec<Message>;
+    async fn publish(&self, topic: &str, body: Bytes) -> Result<u64, PublishError>;
+    /// The kept messages of `topic` numbered after `after` (all when `None`),
+    /// oldest first; none when the backend cannot be reached.
+    async fn recent(&self, topic: &str, after: Option<u64>) -> Vec<Message>;
     /// A subscription to `topic` from now on.
-    fn subscribe(&self, topic: &str) -> Subscription;
+    async fn subscribe(&self, topic: &str) -> Subscription;
 }
 
 /// Messages of one topic from the moment of subscribing.
 pub struct Subscription {
-    receiver: broadcast::Receiver<Message>,
+    receiver: broadcast::Receiver<Event>,
     /// An event taken by [`Subscription::ready`] and not yet handed out.
     pending: Option<Event>,
+    /// Released after the receiver: lets a shared backend stop listening
+    /// to a topic nobody here reads any more.
+    _interest: Option<redis::Interest>,
 }
 
 impl Subscription {
@@ -72,7 +94,7 @@ impl Subscription {
             return Some(event);
         }
         match self.receiver.recv().await {
-            Ok(message) => Some(Event::Message(message)),
+            Ok(event) => Some(event),
             Err(broadcast::error::RecvError::Lagged(n)) => Some(Event::Lagged(n)),
             Err(broadcast::error::RecvError::Closed) => None,
         }
@@ -91,7 +113,7 @@ impl Subscription {
             return Some(event);
         }
         match self.receiver.try_recv() {
-            Ok(message) => Some(Event::Message(message)),
+            Ok(event) => Some(event),
             Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Event::Lagged(n)),
             Err(_) => None,
         }
@@ -110,7 +132,7 @@ pub struct InProcess {
 struct Topic {
     last_id: u64,
     kept: VecDeque<Message>,
-    sender: broadcast::Sender<Message>,
+    sender: broadcast::Sender<Event>,
 }
 
 impl InProcess {
@@ -133,14 +155,10 @@ impl InProcess {
     }
 }
 
+#[async_trait::async_trait]
 impl PubSub for InProcess {
-    fn publish(&self, topic: &str, body: Bytes) -> Result<u64, PublishError> {
-        if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
-            return Err(PublishError::Topic);
-        }
-        if body.len() > MAX_MESSAGE_BYTES {
-            return Err(PublishError::TooLarge(body.len()));
-        }
+    async fn publish(&self, topic: &str, body: Bytes) -> Result<u64, PublishError> {
+        check(topic, &body)?;
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         let entry = self.topic(&mut topics, topic);
         entry.last_id += 1;
@@ -155,7 +173,7 @@ impl PubSub for InProcess {
             entry.kept.push_back(message.clone());
         }
         // No subscribers is not an error: the message is only kept.
-        let _ = entry.sender.send(message);
+        let _ = entry.sender.send(Event::Message(message));
         let id = entry.last_id;
         // A topic nobody listens to and that keeps nothing holds only its
         // counter; drop it so unused names do not accumulate.
@@ -165,7 +183,7 @@ impl PubSub for InProcess {
         Ok(id)
     }
 
-    fn recent(&self, topic: &str, after: Option<u64>) -> Vec<Message> {
+    async fn recent(&self, topic: &str, after: Option<u64>) -> Vec<Message> {
         let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         topics.get(topic).map_or_else(Vec::new, |t| {
             t.kept
@@ -176,11 +194,12 @@ impl PubSub for InProcess {
         })
     }
 
-    fn subscribe(&self, topic: &str) -> Subscription {
+    async fn subscribe(&self, topic: &str) -> Subscription {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         Subscription {
             receiver: self.topic(&mut topics, topic).sender.subscribe(),
             pending: None,
+            _interest: None,
         }
     }
 }
@@ -196,10 +215,10 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_messages_in_order_with_numbers() {
         let bus = InProcess::new(0, 8);
-        let mut a = bus.subscribe("room");
-        let mut b = bus.subscribe("room");
-        assert_eq!(bus.publish("room", body("one")), Ok(1));
-        assert_eq!(bus.publish("room", body("two")), Ok(2));
+        let mut a = bus.subscribe("room").await;
+        let mut b = bus.subscribe("room").await;
+        assert_eq!(bus.publish("room", body("one")).await, Ok(1));
+        assert_eq!(bus.publish("room", body("two")).await, Ok(2));
         for sub in [&mut a, &mut b] {
             for (id, text) in [(1, "one"), (2, "two")] {
                 assert_eq!(
@@ -217,9 +236,9 @@ mod tests {
     #[tokio::test]
     async fn a_slow_subscriber_is_told_how_many_it_missed() {
         let bus = InProcess::new(0, 2);
-        let mut slow = bus.subscribe("t");
+        let mut slow = bus.subscribe("t").await;
         for i in 0..5 {
-            bus.publish("t", body(&i.to_string())).unwrap();
+            bus.publish("t", body(&i.to_string())).await.unwrap();
         }
         assert_eq!(slow.next().await, Some(Event::Lagged(3)));
         assert!(matches!(
@@ -228,30 +247,32 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn history_keeps_the_last_messages_and_filters_by_cursor() {
+    #[tokio::test]
+    async fn history_keeps_the_last_messages_and_filters_by_cursor() {
         let bus = InProcess::new(3, 8);
         for i in 1..=5 {
-            bus.publish("t", body(&i.to_string())).unwrap();
+            bus.publish("t", body(&i.to_string())).await.unwrap();
         }
-        let ids = |after| -> Vec<u64> { bus.recent("t", after).iter().map(|m| m.id).collect() };
-        assert_eq!(ids(None), [3, 4, 5]);
-        assert_eq!(ids(Some(3)), [4, 5]);
-        assert_eq!(ids(Some(5)), Vec::<u64>::new());
-        assert!(bus.recent("other", None).is_empty());
+        let mut ids = Vec::new();
+        for after in [None, Some(3), Some(5)] {
+            let kept: Vec<u64> = bus.recent("t", after).await.iter().map(|m| m.id).collect();
+            ids.push(kept);
+        }
+        assert_eq!(ids, [vec![3, 4, 5], vec![4, 5], vec![]]);
+        assert!(bus.recent("other", None).await.is_empty());
     }
 
-    #[test]
-    fn bad_topics_and_big_bodies_are_refused() {
+    #[tokio::test]
+    async fn bad_topics_and_big_bodies_are_refused() {
         let bus = InProcess::new(0, 8);
-        assert_eq!(bus.publish("", body("x")), Err(PublishError::Topic));
+        assert_eq!(bus.publish("", body("x")).await, Err(PublishError::Topic));
         assert_eq!(
-            bus.publish(&"x".repeat(257), body("x")),
+            bus.publish(&"x".repeat(257), body("x")).await,
             Err(PublishError::Topic)
         );
         let big = Bytes::from(vec![0; MAX_MESSAGE_BYTES + 1]);
         assert_eq!(
-            bus.publish("t", big),
+            bus.publish("t", big).await,
             Err(PublishError::TooLarge(MAX_MESSAGE_BYTES + 1))
         );
     }
