@@ -396,6 +396,30 @@ impl Drop for Cyclone {
     }
 }
 
+/// `method` on `path` at `addr` (`IP:PORT`, say a proxy's) with `headers`
+/// and `body`, on a connection of its own.
+pub fn request_at(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(body.to_owned()).expect("a valid request");
+    read(agent.run(request), path)
+}
+
 fn read(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, path: &str) -> Reply {
     let mut response = result.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
     let headers = response

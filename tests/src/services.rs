@@ -116,8 +116,9 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx with `config`, in which `LISTEN` stands for its port and
-    /// `UPSTREAMS` for one `server ADDR;` line per entry of `upstreams`.
+    /// Starts nginx (in the foreground: `config` says `daemon off;`) with
+    /// `config`, in which `LISTEN` stands for its address and `UPSTREAMS`
+    /// for one `server ADDR;` line per entry of `upstreams`.
     pub fn start(config: &str, upstreams: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temp folder");
         let port = free_port();
@@ -137,12 +138,7 @@ impl Nginx {
                 .arg(dir.path())
                 .arg("-c")
                 .arg(&path)
-                .args([
-                    "-e",
-                    "stderr",
-                    "-g",
-                    "daemon off; pid nginx.pid; error_log stderr;",
-                ]),
+                .args(["-e", "stderr", "-g", "pid nginx.pid;"]),
             "nginx",
             "apt-get install nginx",
         );

@@ -17,18 +17,22 @@ pub fn open_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Socket, (u16, String)> {
-    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}{path}",
-        server.addr()
-    ))
-    .unwrap();
+    open_at(server.addr(), path, headers)
+}
+
+/// A handshake on `path` at `addr` (`IP:PORT`, say a proxy's), with extra
+/// `headers`: the socket, or the refusal's status and body.
+pub fn open_at(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<Socket, (u16, String)> {
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}{path}"))
+            .unwrap();
     for (name, value) in headers {
         request.headers_mut().insert(
             http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
             value.parse().unwrap(),
         );
     }
-    let stream = TcpStream::connect(server.addr()).unwrap();
+    let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -26,8 +26,9 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const PAGE_KEYS: usize = 1000;
 /// Keys one batch call may name at most.
 pub const MAX_BATCH: usize = 1000;
-/// How long a Redis call may take before it fails with `unavailable`.
-pub const REDIS_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a Redis call may take before it fails with `unavailable`:
+/// short enough that a request answers within a second when Redis is gone.
+pub const REDIS_CALL_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

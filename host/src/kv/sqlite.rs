@@ -3,7 +3,7 @@
 //! SQLite calls block, so no event loop makes them: each store has a thread
 //! that owns the connection, and guests' calls reach it through a bounded
 //! queue and come back through a oneshot channel, the guest suspended
-//! meanwhile. The thread takes every call waiting (up to [`BATCH`]) into one
+//! meanwhile. The thread takes every call waiting (up to 256) into one
 //! transaction and answers them after it commits, so a call the guest saw
 //! succeed is in the file: a killed process loses none of them (the write-
 //! ahead log is synced at checkpoints, `synchronous = NORMAL`; only a power

@@ -5,6 +5,7 @@ mod browser;
 mod chat;
 mod hardening;
 mod limits;
+mod scale_out;
 mod serve;
 mod state;
 mod tour;

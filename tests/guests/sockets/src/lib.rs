@@ -12,7 +12,8 @@
 //!   that the host must drop.
 //! - `/plain`: an ordinary HTTP route.
 //! - `/{app}/publish?topic=T&body=B` publishes (answers the id),
-//!   `/{app}/recent?topic=T` lists the kept messages as `ID:BODY` lines
+//!   `/{app}/recent?topic=T[&after=N]` lists the kept messages (after `N`)
+//!   as `ID:BODY` lines
 //!   (`{app}` lets one manifest mount this component twice).
 //! - `/lag?n=N`: subscribes to `lag`, publishes N messages without reading,
 //!   then answers what the subscription delivers first (`lagged K` or
@@ -133,7 +134,15 @@ async fn publish(req: &mut Request) -> Result<Response, HttpError> {
 
 async fn recent(req: &mut Request) -> Result<Response, HttpError> {
     let topic = req.argument("topic")?;
-    let lines: Vec<String> = pubsub::recent(&topic, None)
+    let after = match req.argument_or("after", "").as_str() {
+        "" => None,
+        after => Some(
+            after
+                .parse()
+                .map_err(|_| HttpError::bad_request("after is a message number"))?,
+        ),
+    };
+    let lines: Vec<String> = pubsub::recent(&topic, after)
         .iter()
         .map(|m| format!("{}:{}", m.id, m.text().unwrap_or_default()))
         .collect();
