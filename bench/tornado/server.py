@@ -2,14 +2,22 @@
 examples/limits: GET /hello, GET /sleep?ms=N (`await asyncio.sleep`, the
 Tornado way to suspend a request) and GET /spin?ms=N (a busy loop, like the
 blocking bcrypt call in Tornado's docs); and the websocket /echo, which sends
-every message back, like examples/echo.
+every message back, like examples/echo. With a store, POST /count/NAME
+increments a counter and answers its value, like examples/counter: in
+SQLite (WAL mode, synchronous=NORMAL, as cyclone's store) through a
+one-thread pool, the way Tornado's docs say to keep blocking calls off the
+event loop (one thread: SQLite takes one writer at a time), or in a Redis
+hash with redis-py's asyncio client.
 
-Usage: python3 server.py PORT
+Usage: python3 server.py PORT [--sqlite FILE | --redis URL]
 """
 
 import asyncio
+import concurrent.futures
 import resource
+import sqlite3
 import sys
+import threading
 import time
 
 import tornado.web
@@ -38,26 +46,68 @@ class SpinHandler(tornado.web.RequestHandler):
         self.write(f"spun {ms} ms\n")
 
 
+class SqliteCounter(tornado.web.RequestHandler):
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    local = threading.local()
+    path = None
+
+    @classmethod
+    def increment(cls, name):
+        db = getattr(cls.local, "db", None)
+        if db is None:
+            db = cls.local.db = sqlite3.connect(cls.path)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        with db:
+            (value,) = db.execute(
+                "INSERT INTO kv (key, value) VALUES (?, '1') ON CONFLICT (key) "
+                "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value",
+                (name,),
+            ).fetchone()
+        return value
+
+    async def post(self, name):
+        loop = asyncio.get_running_loop()
+        value = await loop.run_in_executor(self.pool, self.increment, name)
+        self.write(str(value))
+
+
+class RedisCounter(tornado.web.RequestHandler):
+    client = None
+
+    async def post(self, name):
+        value = await self.client.hincrby("tornado:count", name, 1)
+        self.write(str(value))
+
+
 class EchoSocket(tornado.websocket.WebSocketHandler):
     def on_message(self, message):
         self.write_message(message, binary=isinstance(message, bytes))
 
 
-async def main(port):
+async def main(port, store):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    app = tornado.web.Application(
-        [
-            (r"/hello", HelloHandler),
-            (r"/sleep", SleepHandler),
-            (r"/spin", SpinHandler),
-            (r"/echo", EchoSocket),
-        ]
-    )
+    routes = [
+        (r"/hello", HelloHandler),
+        (r"/sleep", SleepHandler),
+        (r"/spin", SpinHandler),
+        (r"/echo", EchoSocket),
+    ]
+    if store[:1] == ["--sqlite"]:
+        SqliteCounter.path = store[1]
+        routes.append((r"/count/(.*)", SqliteCounter))
+    elif store[:1] == ["--redis"]:
+        import redis.asyncio
+
+        RedisCounter.client = redis.asyncio.Redis.from_url(store[1])
+        routes.append((r"/count/(.*)", RedisCounter))
+    app = tornado.web.Application(routes)
     app.listen(port, address="127.0.0.1", backlog=16384)
     print(f"tornado listening on http://127.0.0.1:{port}", flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2:]))
