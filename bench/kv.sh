@@ -38,12 +38,12 @@ redis_pid=$!
 redis_url="redis://127.0.0.1:$redis_port"
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
-# manifest BACKEND: the counter at /count/... and hello at /hello, the store
-# `default` on BACKEND.
+# manifest BACKEND PORT: the counter at /count/... and hello at /hello, the
+# store `default` on BACKEND (SQLite in a folder of its own for each start).
 manifest() {
     cat <<EOF
 [server]
-data_dir = "$work/data-$RANDOM"
+data_dir = "$work/data-$2"
 
 [apps.counter]
 component = "$guests/counter.wasm"
@@ -58,16 +58,14 @@ EOF
         printf '\n[key_value.default]\nbackend = "redis"\nurl = "%s"\n' "$redis_url"
     fi
 }
-manifest sqlite >"$work/sqlite.toml"
-manifest redis >"$work/redis.toml"
 printf 'wrk.method = "POST"\n' >"$work/post.lua"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 start() {
     local port=$2
+    case $1 in cyclone-*) manifest "${1#cyclone-}" "$port" >"$work/$1-$port.toml" ;; esac
     case $1 in
-        cyclone-sqlite) CYCLONE_LOG=warn exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/sqlite.toml" ;;
-        cyclone-redis) CYCLONE_LOG=warn exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/redis.toml" ;;
+        cyclone-*) CYCLONE_LOG=warn exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/$1-$port.toml" ;;
         tornado-sqlite) exec python3 "$root/bench/tornado/server.py" "$port" --sqlite "$work/tornado-$RANDOM.sqlite" ;;
         tornado-redis) exec python3 "$root/bench/tornado/server.py" "$port" --redis "$redis_url" ;;
     esac >"$work/$1.log" 2>&1 &
@@ -105,6 +103,7 @@ for round in $(seq 1 "$ROUNDS"); do
         port=$(free_port)
         start "$name" "$port"
         base="http://127.0.0.1:$port"
+        redis-cli -p "$redis_port" flushall >/dev/null
         [ "$(curl -s -X POST "$base/count/check")" = 1 ] || { echo "bench: $name counted wrong" >&2; exit 1; }
         measure "$name POST /count" "$base/count/bench" post
         case $name in cyclone-*) measure "$name GET /hello" "$base/hello" ;; esac

@@ -34,11 +34,14 @@ impl store::Host for HostState {
     async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>> {
         let app = &self.hooks.app;
         let Some(store) = app.key_value.get(&identifier) else {
-            tracing::warn!(
-                request = self.hooks.request_id,
-                app = %app.name,
-                "key-value store `{identifier}` denied: the app's key_value_stores does not list it"
-            );
+            if !self.kv_denial_logged {
+                tracing::warn!(
+                    request = self.hooks.request_id,
+                    app = %app.name,
+                    "key-value store `{identifier}` denied: the app's key_value_stores does not list it"
+                );
+                self.kv_denial_logged = true;
+            }
             return Ok(Err(store::Error::AccessDenied));
         };
         let bucket = Bucket(store.clone());

@@ -66,6 +66,9 @@ pub struct HostState {
     pub limits: StoreLimits,
     /// The guest's CPU time, kept by the store's call hook and epoch callback.
     pub cpu: CpuClock,
+    /// A denied key-value store was logged for this request already: one
+    /// line per request, however often its guest retries.
+    kv_denial_logged: bool,
 }
 
 impl HostState {
@@ -98,6 +101,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits,
             cpu,
+            kv_denial_logged: false,
         })
     }
 }

@@ -18,6 +18,10 @@
 //! cookie_secret = { env = "HELLO_COOKIE_SECRET" }               # from the host's environment
 //! region = { env = "HELLO_REGION", default = "local" }         # ... with a fallback
 //! ```
+//!
+//! Key-value stores and the pub/sub backend are top-level tables; an app
+//! opens only the stores its `key_value_stores` lists (see [`StoreConfig`]
+//! and [`PubSubConfig`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

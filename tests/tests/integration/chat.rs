@@ -264,3 +264,32 @@ fn websocket_and_polling_clients_share_the_room() {
         .collect();
     assert_eq!(kept, ["from a socket", "from a form"]);
 }
+
+#[test]
+fn the_room_survives_a_restart_and_keeps_its_last_200_messages() {
+    let (dir, path) = example_manifest("chat", components::CHAT, &[]);
+    let mut server = Cyclone::serve(&path);
+    let first: Vec<u64> = ["one", "two"].iter().map(|b| post(&server, b)).collect();
+    server.stop();
+    let server = Cyclone::serve(&path).keeping(dir);
+    assert_eq!(
+        updates(&server, None),
+        [(first[0], "one".into()), (first[1], "two".into())]
+    );
+    let mut socket = open(&server, "/chatsocket");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text(&mut socket)).unwrap()["body"],
+        "one"
+    );
+    // Numbering goes on; past 200 messages the oldest are forgotten.
+    let mut last = first[1];
+    for i in 0..199 {
+        let id = post(&server, &format!("m{i}"));
+        assert_eq!(id, last + 1);
+        last = id;
+    }
+    let kept = updates(&server, None);
+    assert_eq!(kept.len(), 200);
+    assert_eq!(kept[0], (first[1], "two".into()));
+    assert_eq!(kept[199], (last, "m198".into()));
+}

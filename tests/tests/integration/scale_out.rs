@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use cyclone_tests::services::{Nginx, Redis};
 use cyclone_tests::ws::{Socket, open, open_at, text};
-use cyclone_tests::{Cyclone, Reply, components, example_manifest_file, request_at};
+use cyclone_tests::{Cyclone, Reply, components, example_manifest_file, manifest, request_at};
+
+use crate::state::{every_call_answers, kv, probe_manifest};
 
 /// A host serving `examples/NAME/cyclone-redis.toml` on `redis`.
 fn host(name: &str, component: &str, redis: &Redis) -> Cyclone {
@@ -284,7 +286,7 @@ fn a_redis_down_at_start_up_is_a_warning_and_calls_work_once_it_is_up() {
 
 /// Two apps of the sockets guest with pub/sub on `redis`, keeping 3 messages a topic.
 fn pubsub_host(redis: &Redis) -> Cyclone {
-    let (dir, path) = cyclone_tests::manifest(&format!(
+    let (dir, path) = manifest(&format!(
         "[apps.one]\ncomponent = {c:?}\nroutes = [\"/one/...\"]\npubsub_history = 3\n\
          [apps.two]\ncomponent = {c:?}\nroutes = [\"/two/...\"]\npubsub_history = 3\n\
          [pubsub]\nbackend = \"redis\"\nurl = {url:?}\n",
@@ -318,4 +320,75 @@ fn topics_over_redis_are_numbered_and_kept_across_hosts_and_restarts() {
     let b = pubsub_host(&redis);
     assert_eq!(b.get("/one/recent?topic=news").body, "2:b2\n3:a3\n4:b4");
     assert_eq!(publish(&b, "one", "b5"), "5");
+}
+
+#[test]
+fn the_store_on_redis_answers_every_call_as_on_sqlite() {
+    let redis = Redis::start();
+    let (dir, path) = manifest(&format!(
+        "{}[apps.spin]\ncomponent = {:?}\nroutes = [\"/spin/...\"]\nkey_value_stores = [\"default\"]\n\
+         [key_value.default]\nbackend = \"redis\"\nurl = {:?}\nmax_value_kb = 1\n",
+        probe_manifest("\"default\"", ""),
+        components::SPIN_HELLO,
+        redis.url(),
+    ));
+    let server = Cyclone::serve(&path).keeping(dir);
+    every_call_answers(&server);
+    let too_big = server.request("PUT", "/kv?op=set&key=v", &[], &"x".repeat(1025));
+    assert!(
+        too_big.body.starts_with("error: TooLarge("),
+        "{}",
+        too_big.body
+    );
+    // The store is the hash cyclone:kv:default.
+    assert_eq!(
+        redis.command("HEXISTS cyclone:kv:default n").as_deref(),
+        Some(":1")
+    );
+    // A component written for Spin, through raw wasi:keyvalue bindings.
+    let spin = server.get("/spin/kv");
+    assert!(
+        spin.body
+            .starts_with("hello from spin|2|retried over changed meanwhile|won|"),
+        "{}",
+        spin.body
+    );
+    assert_eq!(kv(&server, "op=get&key=spin:greeting"), "value won");
+}
+
+#[test]
+fn posts_at_once_on_two_hosts_get_distinct_numbers_without_holes() {
+    let redis = Redis::start();
+    let hosts = [
+        host("chat", components::CHAT, &redis),
+        host("chat", components::CHAT, &redis),
+    ];
+    let ids = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for client in 0..20 {
+            let (hosts, ids) = (&hosts, &ids);
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let reply = post_at(hosts[(client + i) % 2].addr(), &format!("c{client}m{i}"));
+                    assert_eq!(reply.status, 200, "{}", reply.body);
+                    ids.lock().unwrap().push(message(&reply.body).0);
+                }
+            });
+        }
+    });
+    let mut ids = ids.into_inner().unwrap();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=200).collect::<Vec<u64>>());
+    // Both hosts read the room in order.
+    for host in &hosts {
+        let reply = request_at(host.addr(), "POST", "/a/message/updates", &[FORM], "");
+        let value: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let listed: Vec<u64> = value["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(listed, (1..=200).collect::<Vec<u64>>());
+    }
 }

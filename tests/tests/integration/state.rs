@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use cyclone_tests::{Cyclone, components, manifest, run_to_exit};
 
 /// The probe app granted `stores`, with `extra` appended to the manifest.
-fn probe_manifest(stores: &str, extra: &str) -> String {
+pub(super) fn probe_manifest(stores: &str, extra: &str) -> String {
     format!(
         "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\nkey_value_stores = [{stores}]\n{extra}",
         components::PROBE
     )
 }
 
-fn kv(server: &Cyclone, query: &str) -> String {
+pub(super) fn kv(server: &Cyclone, query: &str) -> String {
     let reply = server.get(&format!("/kv?{query}"));
     assert_eq!(reply.status, 200, "{query}: {}", reply.body);
     reply.body
@@ -29,36 +29,43 @@ fn kv_put(server: &Cyclone, query: &str, body: &str) -> String {
     reply.body
 }
 
+/// Every SDK call once, on a fresh store `default` of `server`'s probe app.
+pub(super) fn every_call_answers(server: &Cyclone) {
+    assert_eq!(kv(server, "op=get&key=a"), "none");
+    assert_eq!(kv_put(server, "op=set&key=a", "apple"), "ok");
+    assert_eq!(kv(server, "op=get&key=a"), "value apple");
+    assert_eq!(kv(server, "op=exists&key=a"), "true");
+    assert_eq!(kv(server, "op=incr&key=n&n=5"), "5");
+    assert_eq!(kv(server, "op=incr&key=n&n=-2"), "3");
+    assert_eq!(kv(server, "op=get&key=n"), "value 3");
+    let not_a_number = kv(server, "op=incr&key=a");
+    assert!(
+        not_a_number.starts_with("error: Other("),
+        "a value that is not a number cannot be incremented: {not_a_number}"
+    );
+    assert_eq!(kv_put(server, "op=cas&key=a&expected=pear", "x"), "false");
+    assert_eq!(
+        kv_put(server, "op=cas&key=a&expected=apple", "plum"),
+        "true"
+    );
+    assert_eq!(kv_put(server, "op=cas&key=fresh", "new"), "true");
+    assert_eq!(kv_put(server, "op=cas&key=fresh", "again"), "false");
+    assert_eq!(kv(server, "op=json&key=j"), "Some([1, 2, 3])");
+    assert_eq!(
+        kv(server, "op=batch"),
+        "[Some([111, 110, 101]), Some([116, 119, 111]), None] false"
+    );
+    assert_eq!(kv(server, "op=keys"), "a,fresh,j,n");
+    assert_eq!(kv(server, "op=delete&key=fresh"), "ok");
+    assert_eq!(kv(server, "op=exists&key=fresh"), "false");
+    assert_eq!(kv(server, "op=get&key=a"), "value plum");
+}
+
 #[test]
 fn the_default_store_keeps_values_across_restarts() {
     let (dir, path) = manifest(&probe_manifest("\"default\"", ""));
     let server = Cyclone::serve(&path);
-    assert_eq!(kv(&server, "op=get&key=a"), "none");
-    assert_eq!(kv_put(&server, "op=set&key=a", "apple"), "ok");
-    assert_eq!(kv(&server, "op=get&key=a"), "value apple");
-    assert_eq!(kv(&server, "op=exists&key=a"), "true");
-    assert_eq!(kv(&server, "op=incr&key=n&n=5"), "5");
-    assert_eq!(kv(&server, "op=incr&key=n&n=-2"), "3");
-    assert_eq!(kv(&server, "op=get&key=n"), "value 3");
-    assert!(
-        kv(&server, "op=incr&key=a").starts_with("error: Other("),
-        "a value that is not a number cannot be incremented"
-    );
-    assert_eq!(kv_put(&server, "op=cas&key=a&expected=pear", "x"), "false");
-    assert_eq!(
-        kv_put(&server, "op=cas&key=a&expected=apple", "plum"),
-        "true"
-    );
-    assert_eq!(kv_put(&server, "op=cas&key=fresh", "new"), "true");
-    assert_eq!(kv_put(&server, "op=cas&key=fresh", "again"), "false");
-    assert_eq!(kv(&server, "op=json&key=j"), "Some([1, 2, 3])");
-    assert_eq!(
-        kv(&server, "op=batch"),
-        "[Some([111, 110, 101]), Some([116, 119, 111]), None] false"
-    );
-    assert_eq!(kv(&server, "op=keys"), "a,fresh,j,n");
-    assert_eq!(kv(&server, "op=delete&key=fresh"), "ok");
-    assert_eq!(kv(&server, "op=exists&key=fresh"), "false");
+    every_call_answers(&server);
     drop(server);
 
     // The file is where the manifest's folder says, and outlives the process.
