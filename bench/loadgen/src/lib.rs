@@ -1,6 +1,23 @@
-//! Shared by the benchmark clients: `loadgen` (HTTP) and `wsload` (websockets).
+//! Shared by the benchmark clients: `loadgen` (HTTP), `wsload` and
+//! `fanout` (websockets).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Outcomes counted by kind: `kind:count` pairs, comma-separated.
+pub fn kinds(counts: &BTreeMap<String, usize>) -> String {
+    counts
+        .iter()
+        .map(|(kind, n)| format!("{kind}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Counts one outcome of `kind` (spaces made `_`, so a report stays one
+/// line of `key=value` pairs).
+pub fn count(counts: &mut BTreeMap<String, usize>, kind: &str) {
+    *counts.entry(kind.replace(' ', "_")).or_default() += 1;
+}
 
 /// Raises this process's open-file limit to its hard limit.
 pub fn raise_open_file_limit() {

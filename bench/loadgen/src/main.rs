@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use loadgen::{percentile, raise_open_file_limit};
+use loadgen::{count, kinds, percentile, raise_open_file_limit};
 use tokio::net::TcpStream;
 
 /// Concurrent one-request connections against one URL.
@@ -91,14 +91,12 @@ async fn main() {
                     *statuses.entry(status).or_default() += 1;
                 }
             }
-            // Kinds are printed space-free, so the line splits on whitespace.
-            Outcome::Error(e) => *errors.entry(e.replace(' ', "_")).or_default() += 1,
+            Outcome::Error(e) => count(&mut errors, &e),
         }
     }
     let elapsed = started.elapsed();
     latencies.sort();
     let others: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
-    let failures: Vec<String> = errors.iter().map(|(e, n)| format!("{e}:{n}")).collect();
     println!(
         "requests={} ok={ok} other_status={} errors={} elapsed_s={:.2} rps={:.0} p50_ms={:.0} p99_ms={:.0} max_ms={:.0} other=[{}] error_kinds=[{}]",
         args.requests,
@@ -110,6 +108,6 @@ async fn main() {
         percentile(&latencies, 0.99),
         percentile(&latencies, 1.0),
         others.join(","),
-        failures.join(","),
+        kinds(&errors),
     );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
-use loadgen::{percentile, raise_open_file_limit};
+use loadgen::{count, kinds, percentile, raise_open_file_limit};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -188,18 +188,12 @@ async fn main() {
     let mut delivered = Vec::new();
     for task in tasks {
         match task.await.expect("session task") {
-            Outcome::OpenFailed(e) => *open_errors.entry(e.replace(' ', "_")).or_default() += 1,
-            Outcome::Missed(e) => *missed.entry(e.replace(' ', "_")).or_default() += 1,
+            Outcome::OpenFailed(e) => count(&mut open_errors, &e),
+            Outcome::Missed(e) => count(&mut missed, &e),
             Outcome::Delivered(d) => delivered.push(d),
         }
     }
     delivered.sort();
-    let kinds = |m: &BTreeMap<String, usize>| {
-        m.iter()
-            .map(|(k, n)| format!("{k}:{n}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     println!(
         "sessions={total} opened={} open_errors={} open_s={:.2} post_status={} post_ms={post_ms:.1} delivered={} missed={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} open_error_kinds=[{}] missed_kinds=[{}]",
         total - open_errors.values().sum::<usize>(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use loadgen::{percentile, raise_open_file_limit};
+use loadgen::{count, kinds, percentile, raise_open_file_limit};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -170,20 +170,14 @@ async fn main() {
         let report = task.await.expect("session task");
         opened_ok += usize::from(report.opened);
         if let Some(e) = report.open_error {
-            *open_errors.entry(e.replace(' ', "_")).or_default() += 1;
+            count(&mut open_errors, &e);
         }
         for e in report.errors {
-            *errors.entry(e.replace(' ', "_")).or_default() += 1;
+            count(&mut errors, &e);
         }
         echoes.extend(report.echoes);
     }
     echoes.sort();
-    let kinds = |m: &BTreeMap<String, usize>| {
-        m.iter()
-            .map(|(k, n)| format!("{k}:{n}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     println!(
         "sessions={} opened={opened_ok} open_errors={} open_s={:.2} echoes={} echo_errors={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} open_error_kinds=[{}] echo_error_kinds=[{}]",
         args.sessions,
