@@ -392,3 +392,22 @@ fn posts_at_once_on_two_hosts_get_distinct_numbers_without_holes() {
         assert_eq!(listed, (1..=200).collect::<Vec<u64>>());
     }
 }
+
+#[test]
+fn a_subscriber_that_falls_behind_on_redis_is_told_it_lagged() {
+    let redis = Redis::start();
+    let (dir, path) = manifest(&format!(
+        "[apps.sockets]\ncomponent = {:?}\nroutes = [\"/...\"]\npubsub_buffer = 8\n\
+         [pubsub]\nbackend = \"redis\"\nurl = {:?}\n",
+        components::SOCKETS,
+        redis.url(),
+    ));
+    let server = Cyclone::serve(&path).keeping(dir);
+    // The guest subscribes, publishes 40 without reading, then reads.
+    let first = server.get("/lag?n=40").body;
+    let lagged: u64 = first
+        .strip_prefix("lagged ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("expected `lagged N`, got {first:?}"));
+    assert!((1..=32).contains(&lagged), "{first}");
+}
