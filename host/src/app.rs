@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Instance, InstancePre};
@@ -23,8 +24,12 @@ pub struct App {
     pre: ProxyPre<HostState>,
     /// Set when the component exports `cyclone:platform/websocket-handler`.
     websocket: Option<WebSocketExport>,
-    admission: Option<Admission>,
+    admission: Option<Arc<Admission>>,
     store_limits: StoreLimits,
+    /// Which version of the app this is.
+    pub version: Version,
+    /// Stores (instances) of this version alive now.
+    live: Arc<AtomicUsize>,
     /// CPU time one request (or one websocket event) may use.
     pub cpu_budget: Duration,
     /// Wall-clock time one request (or a session's `connect`) may take.
@@ -71,6 +76,22 @@ impl SharedState {
     }
 }
 
+/// A version of an app: what was deployed, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// 1 for the first, then one more for each deploy.
+    pub number: u64,
+    /// The SHA-256 of the component's bytes, in hex.
+    pub sha256: String,
+    /// When it went live, in seconds since the Unix epoch.
+    pub deployed_at: u64,
+    /// Where its component is: the manifest's file, or one deployed since
+    /// (kept in the data folder).
+    pub path: std::path::PathBuf,
+    /// True when it came through the admin API rather than the manifest.
+    pub deployed: bool,
+}
+
 /// An app's websocket export and settings, present when its component
 /// serves sessions.
 pub struct WebSocketExport {
@@ -90,10 +111,11 @@ impl App {
     pub fn new(
         name: &str,
         config: &AppConfig,
-        server: &ServerConfig,
         engine: &Engine,
         component: &Component,
         shared: &SharedState,
+        version: Version,
+        admission: Option<Arc<Admission>>,
     ) -> wasmtime::Result<Self> {
         let linker = linker_for(engine, component)?;
         let instance_pre = linker.instantiate_pre(component)?;
@@ -135,8 +157,10 @@ impl App {
             }),
             pre,
             websocket,
-            admission: Admission::for_app(config, server),
+            admission,
             store_limits: limits::store_limits(config),
+            version,
+            live: Arc::new(AtomicUsize::new(0)),
             cpu_budget: config.cpu_budget(),
             timeout: config.timeout(),
             max_body_bytes: config.max_body_bytes(),
@@ -147,6 +171,11 @@ impl App {
     /// The app's name from the manifest.
     pub fn name(&self) -> &Arc<str> {
         &self.caps.name
+    }
+
+    /// Instances of this version alive now.
+    pub fn live_instances(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// The websocket export, when the component serves sessions.
@@ -161,7 +190,8 @@ impl App {
         id: u64,
         cpu: CpuClock,
     ) -> Result<Store<HostState>, Box<Response>> {
-        let state = match HostState::new(&self.caps, id, self.store_limits.clone(), cpu) {
+        let live = limits::LiveInstance::new(&self.live);
+        let state = match HostState::new(&self.caps, id, self.store_limits.clone(), cpu, live) {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(request = id, app = %self.caps.name, "500: cannot prepare the guest's capabilities: {e:#}");
@@ -220,6 +250,16 @@ impl App {
     }
 }
 
+impl Drop for App {
+    fn drop(&mut self) {
+        tracing::info!(
+            app = %self.caps.name,
+            version = self.version.number,
+            "app version unloaded: no route leads to it and its last instance has ended"
+        );
+    }
+}
+
 /// Instantiation failed; the cause, for the log.
 #[derive(Debug, thiserror::Error)]
 #[error("no instance could be created: {0}")]
@@ -235,18 +275,21 @@ pub struct TimedOut(pub Duration);
 pub struct Target {
     /// The app that serves the route.
     pub app: Arc<App>,
-    admission: Option<Admission>,
+    admission: Option<Arc<Admission>>,
 }
 
 impl Target {
-    /// The target of `route` of `app`.
-    pub fn new(app: Arc<App>, route: &Route, server: &ServerConfig) -> Self {
-        Self {
-            app,
-            admission: route
-                .max_instances
-                .map(|permits| Admission::with_permits(permits, server)),
-        }
+    /// The target of a route of `app`, with the route's own gate if it has one.
+    pub fn new(app: Arc<App>, admission: Option<Arc<Admission>>) -> Self {
+        Self { app, admission }
+    }
+
+    /// The gate of `route`, when it caps its instances; kept across versions
+    /// of its app, so a deploy does not reset the cap.
+    pub fn gate(route: &Route, server: &ServerConfig) -> Option<Arc<Admission>> {
+        route
+            .max_instances
+            .map(|permits| Arc::new(Admission::with_permits(permits, server)))
     }
 }
 
@@ -277,7 +320,7 @@ impl Instances {
     /// when refused.
     pub(crate) async fn admit(&self, target: &Target, id: u64) -> Result<Permits, Box<Response>> {
         let name = target.app.name();
-        let gate = async |gate: &Option<Admission>, which: &str| match gate {
+        let gate = async |gate: &Option<Arc<Admission>>, which: &str| match gate {
             Some(gate) => match gate.admit().await {
                 Ok(permit) => Ok(Some(permit)),
                 Err(refused) => {

@@ -1,22 +1,25 @@
 //! The front door: a request's path picks its route (404 when none does),
 //! and the request goes to the websocket front end when it asks to upgrade
-//! on an app that serves sessions, to the HTTP front end otherwise.
+//! on an app that serves sessions, to the HTTP front end otherwise. The
+//! route table is read once per request from [`deploy`](crate::deploy),
+//! which swaps it whole when a version goes live.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::body::Incoming;
 
-use crate::app::{Instances, Target};
+use crate::app::Instances;
 use crate::config::ServerConfig;
+use crate::deploy::Routes;
 use crate::limits::BodyBuffer;
 use crate::response::{Response, not_found};
-use crate::router::Router;
 use crate::{http, websocket};
 
 /// Routes requests to apps and runs each in a fresh instance.
 pub struct Dispatcher {
-    router: Router<Target>,
+    /// The live route table; a deploy swaps it whole.
+    routes: Routes,
     instances: Instances,
     bodies: BodyBuffer,
     next_request_id: AtomicU64,
@@ -25,9 +28,9 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher over a route table of apps.
-    pub fn new(router: Router<Target>, server: &ServerConfig) -> Self {
+    pub fn new(routes: Routes, server: &ServerConfig) -> Self {
         Self {
-            router,
+            routes,
             instances: Instances::new(server),
             bodies: BodyBuffer::new(server),
             next_request_id: AtomicU64::new(1),
@@ -53,7 +56,10 @@ impl Dispatcher {
     /// holds only what the common path needs.
     pub async fn handle(&self, req: Box<hyper::Request<Incoming>>) -> Result<Response, Infallible> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let Some(target) = self.router.lookup(req.uri().path()) else {
+        // The table as it is now: this request stays on the versions it
+        // names, whatever is deployed meanwhile.
+        let routes = self.routes.load_full();
+        let Some(target) = routes.lookup(req.uri().path()) else {
             return Ok(not_found());
         };
         if target.app.websocket().is_some() && websocket::is_upgrade(&req) {

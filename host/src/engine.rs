@@ -278,7 +278,7 @@ fn load_cached(
 
 /// The wasm binary header: magic, then a version and layer. Core modules are
 /// layer 0, components layer 1.
-fn check_component_header(bytes: &[u8]) -> Result<(), &'static str> {
+pub(crate) fn check_component_header(bytes: &[u8]) -> Result<(), &'static str> {
     match bytes {
         [0, b'a', b's', b'm', _, _, 1, 0, ..] => Ok(()),
         [0, b'a', b's', b'm', _, _, 0, 0, ..] => Err(

@@ -9,7 +9,8 @@
 //! [`engine`] → [`capabilities`] (what a guest can reach) → [`app`]
 //! (admission, stores, instantiation under the timeout) → [`failure`] → the
 //! front ends, [`http`] and [`websocket`], with [`router`] and [`dispatch`]
-//! choosing between them → [`server`].
+//! choosing between them → [`deploy`] (the live version of each app, swapped
+//! whole) and [`admin`] (its API) → [`server`].
 //!
 //! The path of a request: [`server`] accepts it on a worker's event loop →
 //! [`dispatch`] finds its route → [`http`] reads its body, has [`app`] admit
@@ -26,16 +27,18 @@
 //! let (stop, wait) = tokio::sync::watch::channel(false);
 //! let listeners = host.bind(None)?;
 //! println!("listening on {}", listeners[0].local_addr()?);
-//! host.run(listeners, wait)?; // returns after `stop.send(true)` and a drain
+//! host.run(listeners, None, wait)?; // returns after `stop.send(true)` and a drain
 //! # drop(stop);
 //! # Ok(())
 //! # }
 //! ```
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod capabilities;
 pub mod config;
+pub mod deploy;
 pub mod dispatch;
 pub mod drain;
 pub mod engine;
@@ -55,11 +58,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use app::{App, Target};
 use config::Manifest;
 use dispatch::Dispatcher;
 use engine::ComponentCache;
-use router::Router;
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,7 @@ pub enum StartError {
 pub struct Host {
     manifest: Manifest,
     dispatcher: Arc<Dispatcher>,
+    deployments: Arc<deploy::Deployments>,
 }
 
 impl Host {
@@ -105,25 +107,12 @@ impl Host {
         limits::start_epoch_ticker(&engine);
         let cache = ComponentCache::new(cache_dir);
         let shared = app::SharedState::open(&manifest).map_err(StartError::State)?;
-        let mut routes = Vec::new();
-        for (name, app) in &manifest.apps {
-            let component = cache.load(&engine, &app.component)?;
-            let linked = App::new(name, app, &manifest.server, &engine, &component, &shared)
-                .map_err(|e| StartError::Link {
-                    path: app.component.clone(),
-                    message: link_message(&e),
-                })?;
-            let linked = Arc::new(linked);
-            for route in &app.routes {
-                let target = Target::new(linked.clone(), route, &manifest.server);
-                routes.push((route.pattern.clone(), target));
-            }
-        }
-        let router = Router::new(routes).map_err(StartError::Routes)?;
-        let dispatcher = Arc::new(Dispatcher::new(router, &manifest.server));
+        let deployments = Arc::new(deploy::Deployments::new(&manifest, engine, cache, shared)?);
+        let dispatcher = Arc::new(Dispatcher::new(deployments.routes(), &manifest.server));
         Ok(Self {
             manifest,
             dispatcher,
+            deployments,
         })
     }
 
@@ -133,22 +122,31 @@ impl Host {
         server::bind(listen.unwrap_or(server.listen), server.worker_count())
     }
 
-    /// Serves on `listeners` until `shutdown` turns true, then drains.
+    /// Binds the admin API's socket, when the manifest asks for one.
+    pub fn bind_admin(&self) -> std::io::Result<Option<TcpListener>> {
+        self.manifest
+            .admin
+            .listen
+            .map(TcpListener::bind)
+            .transpose()
+    }
+
+    /// Serves on `listeners` (and the admin API on `admin`) until
+    /// `shutdown` turns true, then drains.
     pub fn run(
         self,
         listeners: Vec<TcpListener>,
+        admin: Option<TcpListener>,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
+        if let (Some(listener), Some(token)) = (admin, self.manifest.admin.token()) {
+            admin::start(
+                listener,
+                self.deployments.clone(),
+                token.to_owned(),
+                shutdown.clone(),
+            )?;
+        }
         server::run(listeners, self.dispatcher, shutdown, &self.manifest.server)
-    }
-}
-
-/// Linking errors name the missing export in their cause chain; keep one line.
-fn link_message(e: &wasmtime::Error) -> String {
-    let chain = format!("{e:#}").replace('\n', " ");
-    if chain.contains("wasi:http/incoming-handler") {
-        format!("does not export wasi:http/incoming-handler@0.2.x: {chain}")
-    } else {
-        chain
     }
 }

@@ -50,6 +50,24 @@ pub enum Refused {
     Timeout,
 }
 
+/// Counts one live instance in a counter shared by its app version, until
+/// dropped (with the store that holds it).
+pub struct LiveInstance(Arc<AtomicUsize>);
+
+impl LiveInstance {
+    /// Counts one more in `live`.
+    pub fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::Relaxed);
+        Self(live.clone())
+    }
+}
+
+impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The admission gate in front of instantiation.
 #[derive(Debug)]
 pub struct Admission {

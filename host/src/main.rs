@@ -47,6 +47,44 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
     },
+    /// Deploy a component as the new version of an app, in the running host.
+    ///
+    /// Requests in flight finish on the version they started on; every
+    /// request after the answer gets the new one. Needs the host's admin API
+    /// (`[admin] listen`) and its token in CYCLONE_ADMIN_TOKEN.
+    Deploy {
+        /// The app's name in the manifest.
+        app: String,
+        /// The component, a `.wasm` file.
+        component: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the running host's apps and their versions, as JSON.
+    Apps {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Put an app's previous version back live.
+    Rollback {
+        /// The app's name in the manifest.
+        app: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's address.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CYCLONE_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    admin: String,
 }
 
 fn main() -> ExitCode {
@@ -92,7 +130,87 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Deploy {
+            app,
+            component,
+            admin,
+        } => admin_call(
+            &admin,
+            "PUT",
+            &format!("/apps/{app}/component"),
+            Some(&component),
+        ),
+        Command::Apps { admin } => admin_call(&admin, "GET", "/apps", None),
+        Command::Rollback { app, admin } => {
+            admin_call(&admin, "POST", &format!("/apps/{app}/rollback"), None)
+        }
     }
+}
+
+/// One admin API call; prints the answer's body, exits 1 unless it is a 2xx.
+fn admin_call(admin: &AdminArgs, method: &str, path: &str, file: Option<&Path>) -> ExitCode {
+    match admin_request(admin, method, path, file) {
+        Ok((status, body)) => {
+            print!("{body}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: the admin API answered {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn admin_request(
+    admin: &AdminArgs,
+    method: &str,
+    path: &str,
+    file: Option<&Path>,
+) -> anyhow::Result<(http::StatusCode, String)> {
+    use http_body_util::BodyExt;
+    let token = std::env::var("CYCLONE_ADMIN_TOKEN")
+        .context("CYCLONE_ADMIN_TOKEN is not set: it holds the admin API's token")?;
+    let base: http::Uri = admin
+        .admin
+        .parse()
+        .with_context(|| format!("--admin {}: not a URL", admin.admin))?;
+    if base.scheme_str() != Some("http") {
+        anyhow::bail!("--admin {}: only http:// is supported", admin.admin);
+    }
+    let authority = base
+        .authority()
+        .with_context(|| format!("--admin {}: no host", admin.admin))?
+        .to_string();
+    let body = match file {
+        Some(file) => std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+        None => Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .with_context(|| format!("connecting to the admin API at {authority}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &authority)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    })
 }
 
 /// Log lines waiting to be written at most; past it new lines are dropped.
@@ -150,6 +268,9 @@ fn serve(
     raise_open_file_limit();
     let host = Host::new(manifest, cache_dir)?;
     let listeners = host.bind(listen).context("binding the listening socket")?;
+    let admin = host
+        .bind_admin()
+        .context("binding the admin API's socket")?;
     let addr = listeners[0]
         .local_addr()
         .context("reading the bound address")?;
@@ -192,7 +313,7 @@ fn serve(
         .context("starting the signal thread")?;
 
     println!("cyclone listening on http://{addr}");
-    host.run(listeners, stopped).context("serving")?;
+    host.run(listeners, admin, stopped).context("serving")?;
     tracing::info!("stopped");
     Ok(())
 }

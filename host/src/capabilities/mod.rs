@@ -69,6 +69,8 @@ pub struct HostState {
     /// A denied key-value store was logged for this request already: one
     /// line per request, however often its guest retries.
     kv_denial_logged: bool,
+    /// Counts this instance among its app version's live ones until dropped.
+    _live: crate::limits::LiveInstance,
 }
 
 impl HostState {
@@ -81,6 +83,7 @@ impl HostState {
         request_id: u64,
         limits: StoreLimits,
         cpu: CpuClock,
+        live: crate::limits::LiveInstance,
     ) -> wasmtime::Result<Self> {
         let rate = guest_log::Rate::new(app.name.clone(), request_id, app.log_lines_per_sec);
         let mut wasi = WasiCtx::builder();
@@ -102,6 +105,7 @@ impl HostState {
             limits,
             cpu,
             kv_denial_logged: false,
+            _live: live,
         })
     }
 }

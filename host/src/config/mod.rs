@@ -28,12 +28,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod admin;
 mod allowed_hosts;
 mod app;
 mod route;
 mod server;
 mod state;
 
+pub use admin::AdminConfig;
 pub use allowed_hosts::AllowedHosts;
 pub use app::{AppConfig, Variable};
 pub use route::{Route, RouteError, RoutePattern};
@@ -90,6 +92,9 @@ pub struct Manifest {
     /// Where pub/sub messages travel.
     #[serde(default)]
     pub pubsub: PubSubConfig,
+    /// The admin API (deploys, rollbacks), off unless it has an address.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 impl Manifest {
@@ -137,6 +142,7 @@ impl Manifest {
             store.resolve(name, base, &data_dir, env)?;
         }
         manifest.pubsub.resolve(env)?;
+        manifest.admin.resolve(env)?;
         for (name, app) in &mut manifest.apps {
             for store in &app.key_value_stores {
                 if store == DEFAULT_STORE {
@@ -230,6 +236,7 @@ impl Manifest {
             server: ServerConfig::default(),
             key_value: BTreeMap::new(),
             pubsub: PubSubConfig::default(),
+            admin: AdminConfig::default(),
             apps: BTreeMap::from([(
                 name,
                 AppConfig::new(

@@ -3,6 +3,7 @@
 
 mod browser;
 mod chat;
+mod deploy;
 mod hardening;
 mod limits;
 mod scale_out;

@@ -1,0 +1,510 @@
+//! Which version of each app is live, and swapping one in while the host
+//! serves.
+//!
+//! The route table is one value behind an `ArcSwap`: [`dispatch`](crate::dispatch)
+//! loads it once per request, and the request keeps the `Arc<App>` of the
+//! version it was routed to until its instance is dropped. A deploy builds
+//! the new version completely (compiled, linked, checked), then stores a
+//! new table in one atomic step: requests and websocket sessions that
+//! started on the old version finish on it, and every request routed after
+//! the store gets the new one. The old version's compiled code is freed
+//! when its last instance ends (the log says `app version unloaded`).
+//!
+//! A deployed component is written to `DATA_DIR/deployed/APP/SHA256.wasm`,
+//! with `DATA_DIR/deployed/APP/state.json` naming the live and the previous
+//! version, so that a restart serves what was deployed last and a rollback
+//! has the previous version at hand.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+
+use crate::app::{App, SharedState, Target, Version};
+use crate::config::{AppConfig, Manifest, ServerConfig};
+use crate::engine::{ComponentCache, LoadError};
+use crate::limits::Admission;
+use crate::router::Router;
+
+/// The route table requests are dispatched through, swapped whole.
+pub type Routes = Arc<ArcSwap<Router<Target>>>;
+
+/// Why a deploy or rollback did not happen; the live version is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// No app has that name.
+    #[error("no app named `{0}`")]
+    NoSuchApp(String),
+    /// The component cannot serve: not a component, does not compile, or
+    /// does not link against the host's imports.
+    #[error("{0}")]
+    Unusable(String),
+    /// There is no previous version to go back to.
+    #[error("app `{0}` has no previous version")]
+    NoPrevious(String),
+    /// The host could not write or read its data folder.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// One app's versions.
+struct Deployed {
+    config: AppConfig,
+    gate: Option<Arc<Admission>>,
+    route_gates: Vec<Option<Arc<Admission>>>,
+    live: Arc<App>,
+    previous: Option<Version>,
+    /// Versions replaced while instances of theirs still ran.
+    retiring: Vec<Weak<App>>,
+}
+
+/// The apps of a running host and their versions.
+pub struct Deployments {
+    engine: Engine,
+    cache: ComponentCache,
+    server: ServerConfig,
+    shared: SharedState,
+    routes: Routes,
+    apps: Mutex<BTreeMap<String, Deployed>>,
+    /// One deploy or rollback at a time.
+    deploying: Mutex<()>,
+}
+
+/// What `state.json` keeps of a version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredVersion {
+    number: u64,
+    sha256: String,
+    deployed_at: u64,
+    file: PathBuf,
+    deployed: bool,
+}
+
+impl From<&Version> for StoredVersion {
+    fn from(v: &Version) -> Self {
+        Self {
+            number: v.number,
+            sha256: v.sha256.clone(),
+            deployed_at: v.deployed_at,
+            file: v.path.clone(),
+            deployed: v.deployed,
+        }
+    }
+}
+
+impl From<StoredVersion> for Version {
+    fn from(v: StoredVersion) -> Self {
+        Self {
+            number: v.number,
+            sha256: v.sha256,
+            deployed_at: v.deployed_at,
+            path: v.file,
+            deployed: v.deployed,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    live: StoredVersion,
+    previous: Option<StoredVersion>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Linking errors name the missing export in their cause chain; keep one line.
+pub fn link_message(e: &wasmtime::Error) -> String {
+    let chain = format!("{e:#}").replace('\n', " ");
+    if chain.contains("wasi:http/incoming-handler") {
+        format!("does not export wasi:http/incoming-handler@0.2.x: {chain}")
+    } else {
+        chain
+    }
+}
+
+impl Deployments {
+    /// Loads every app of `manifest` (the version deployed last, when the
+    /// data folder has one) and builds the route table.
+    pub fn new(
+        manifest: &Manifest,
+        engine: Engine,
+        cache: ComponentCache,
+        shared: SharedState,
+    ) -> Result<Self, crate::StartError> {
+        let deployments = Self {
+            engine,
+            cache,
+            server: manifest.server.clone(),
+            shared,
+            routes: Arc::new(ArcSwap::from_pointee(
+                Router::new(Vec::new()).map_err(crate::StartError::Routes)?,
+            )),
+            apps: Mutex::new(BTreeMap::new()),
+            deploying: Mutex::new(()),
+        };
+        let mut apps = BTreeMap::new();
+        for (name, config) in &manifest.apps {
+            let state = deployments.read_state(name);
+            let (version, previous) = match state {
+                Some(state) if state.live.file.exists() => {
+                    tracing::info!(
+                        app = %name,
+                        version = state.live.number,
+                        "serving the version deployed last (its component is in the data folder)"
+                    );
+                    (Version::from(state.live), state.previous.map(Version::from))
+                }
+                _ => {
+                    let bytes =
+                        std::fs::read(&config.component).map_err(|source| LoadError::Read {
+                            path: config.component.clone(),
+                            source,
+                        })?;
+                    let version = Version {
+                        number: 1,
+                        sha256: sha256_hex(&bytes),
+                        deployed_at: now(),
+                        path: config.component.clone(),
+                        deployed: false,
+                    };
+                    (version, None)
+                }
+            };
+            let gate = Admission::for_app(config, &manifest.server).map(Arc::new);
+            let live = deployments
+                .load(name, config, version, gate.clone())
+                .map_err(|e| match e {
+                    DeployError::Unusable(message) => crate::StartError::Link {
+                        path: config.component.clone(),
+                        message,
+                    },
+                    other => crate::StartError::State(other.to_string()),
+                })?;
+            let route_gates = config
+                .routes
+                .iter()
+                .map(|route| Target::gate(route, &manifest.server))
+                .collect();
+            apps.insert(
+                name.clone(),
+                Deployed {
+                    config: config.clone(),
+                    gate,
+                    route_gates,
+                    live: Arc::new(live),
+                    previous,
+                    retiring: Vec::new(),
+                },
+            );
+        }
+        deployments
+            .routes
+            .store(Arc::new(router(&apps).map_err(crate::StartError::Routes)?));
+        *deployments.apps.lock().unwrap_or_else(|e| e.into_inner()) = apps;
+        Ok(deployments)
+    }
+
+    /// The route table, for the dispatcher.
+    pub fn routes(&self) -> Routes {
+        self.routes.clone()
+    }
+
+    fn folder(&self, app: &str) -> Option<PathBuf> {
+        self.server
+            .data_dir
+            .as_ref()
+            .map(|dir| dir.join("deployed").join(app))
+    }
+
+    fn read_state(&self, app: &str) -> Option<State> {
+        let file = self.folder(app)?.join("state.json");
+        let text = std::fs::read_to_string(&file).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::warn!(app, "ignoring {}: {e}", file.display());
+                None
+            }
+        }
+    }
+
+    fn write_state(&self, app: &str, live: &Version, previous: Option<&Version>) {
+        let Some(folder) = self.folder(app) else {
+            return;
+        };
+        let state = State {
+            live: live.into(),
+            previous: previous.map(StoredVersion::from),
+        };
+        let write = || -> std::io::Result<()> {
+            let mut file = tempfile::NamedTempFile::new_in(&folder)?;
+            serde_json::to_writer_pretty(&mut file, &state)?;
+            file.as_file().sync_all()?;
+            file.persist(folder.join("state.json"))?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(app, "cannot record the deploy in {}: {e}", folder.display());
+        }
+    }
+
+    /// Compiles and links `version` of app `name`.
+    fn load(
+        &self,
+        name: &str,
+        config: &AppConfig,
+        version: Version,
+        gate: Option<Arc<Admission>>,
+    ) -> Result<App, DeployError> {
+        let component = self
+            .cache
+            .load(&self.engine, &version.path)
+            .map_err(|e| DeployError::Unusable(e.to_string()))?;
+        App::new(
+            name,
+            config,
+            &self.engine,
+            &component,
+            &self.shared,
+            version,
+            gate,
+        )
+        .map_err(|e| DeployError::Unusable(link_message(&e)))
+    }
+
+    /// Deploys `bytes` as the new version of app `name`; the live version
+    /// is untouched unless this succeeds.
+    pub fn deploy(&self, name: &str, bytes: &[u8]) -> Result<AppStatus, DeployError> {
+        let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
+        let (config, number) = {
+            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let deployed = apps
+                .get(name)
+                .ok_or_else(|| DeployError::NoSuchApp(name.to_owned()))?;
+            let newest = deployed
+                .live
+                .version
+                .number
+                .max(deployed.previous.as_ref().map_or(0, |p| p.number));
+            (deployed.config.clone(), newest + 1)
+        };
+        crate::engine::check_component_header(bytes)
+            .map_err(|what| DeployError::Unusable(format!("not a component: {what}")))?;
+        let sha256 = sha256_hex(bytes);
+        let path = match self.folder(name) {
+            Some(folder) => {
+                let path = folder.join(format!("{sha256}.wasm"));
+                let write = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&folder)?;
+                    let mut file = tempfile::NamedTempFile::new_in(&folder)?;
+                    std::io::Write::write_all(&mut file, bytes)?;
+                    file.as_file().sync_all()?;
+                    file.persist(&path)?;
+                    Ok(())
+                };
+                write().map_err(|e| DeployError::Io(format!("{}: {e}", folder.display())))?;
+                path
+            }
+            None => return Err(DeployError::Io("the host has no data folder".into())),
+        };
+        let version = Version {
+            number,
+            sha256,
+            deployed_at: now(),
+            path,
+            deployed: true,
+        };
+        self.go_live(name, &config, version)
+    }
+
+    /// Puts the previous version of app `name` back live.
+    pub fn rollback(&self, name: &str) -> Result<AppStatus, DeployError> {
+        let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
+        let (config, previous) = {
+            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let deployed = apps
+                .get(name)
+                .ok_or_else(|| DeployError::NoSuchApp(name.to_owned()))?;
+            let previous = deployed
+                .previous
+                .clone()
+                .ok_or_else(|| DeployError::NoPrevious(name.to_owned()))?;
+            (deployed.config.clone(), previous)
+        };
+        let version = Version {
+            deployed_at: now(),
+            ..previous
+        };
+        self.go_live(name, &config, version)
+    }
+
+    fn go_live(
+        &self,
+        name: &str,
+        config: &AppConfig,
+        version: Version,
+    ) -> Result<AppStatus, DeployError> {
+        let gate = {
+            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            apps.get(name).and_then(|d| d.gate.clone())
+        };
+        let number = version.number;
+        let app = Arc::new(self.load(name, config, version, gate)?);
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let deployed = apps
+            .get_mut(name)
+            .ok_or_else(|| DeployError::NoSuchApp(name.to_owned()))?;
+        let old = std::mem::replace(&mut deployed.live, app);
+        deployed.previous = Some(old.version.clone());
+        deployed.retiring.retain(|v| v.strong_count() > 0);
+        deployed.retiring.push(Arc::downgrade(&old));
+        let table = router(&apps).map_err(DeployError::Unusable)?;
+        // The swap: every request routed from here on gets the new version.
+        self.routes.store(Arc::new(table));
+        let deployed = &apps[name];
+        self.write_state(name, &deployed.live.version, deployed.previous.as_ref());
+        tracing::info!(
+            app = %name,
+            version = number,
+            replaced = old.version.number,
+            sha256 = %deployed.live.version.sha256,
+            "deployed: new requests go to version {number}; version {} finishes what it started",
+            old.version.number
+        );
+        drop(old);
+        Ok(status(name, deployed))
+    }
+
+    /// Every app's status, by name.
+    pub fn status(&self) -> Vec<AppStatus> {
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        apps.iter_mut()
+            .map(|(name, deployed)| {
+                deployed.retiring.retain(|v| v.strong_count() > 0);
+                status(name, deployed)
+            })
+            .collect()
+    }
+}
+
+/// The route table of the live versions.
+fn router(apps: &BTreeMap<String, Deployed>) -> Result<Router<Target>, String> {
+    let mut routes = Vec::new();
+    for deployed in apps.values() {
+        for (route, gate) in deployed.config.routes.iter().zip(&deployed.route_gates) {
+            routes.push((
+                route.pattern.clone(),
+                Target::new(deployed.live.clone(), gate.clone()),
+            ));
+        }
+    }
+    Router::new(routes)
+}
+
+/// An app as `GET /apps` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppStatus {
+    /// The app's name.
+    pub name: String,
+    /// Its routes, as the manifest writes them.
+    pub routes: Vec<String>,
+    /// The live version.
+    pub live: VersionStatus,
+    /// The version a rollback would bring back.
+    pub previous: Option<VersionStatus>,
+    /// Replaced versions whose instances are still running.
+    pub retiring: Vec<VersionStatus>,
+}
+
+/// One version as `GET /apps` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionStatus {
+    /// Its number.
+    pub version: u64,
+    /// The SHA-256 of its component, in hex.
+    pub sha256: String,
+    /// When it went live, RFC 3339.
+    pub deployed_at: String,
+    /// `manifest` (the manifest's component) or `deployed` (through the
+    /// admin API, kept in the data folder).
+    pub source: &'static str,
+    /// Instances of it alive now (absent for a version not loaded).
+    pub instances: Option<usize>,
+}
+
+fn version_status(version: &Version, instances: Option<usize>) -> VersionStatus {
+    VersionStatus {
+        version: version.number,
+        sha256: version.sha256.clone(),
+        deployed_at: rfc3339(version.deployed_at),
+        source: if version.deployed {
+            "deployed"
+        } else {
+            "manifest"
+        },
+        instances,
+    }
+}
+
+fn status(name: &str, deployed: &Deployed) -> AppStatus {
+    AppStatus {
+        name: name.to_owned(),
+        routes: deployed
+            .config
+            .routes
+            .iter()
+            .map(|r| r.pattern.to_string())
+            .collect(),
+        live: version_status(&deployed.live.version, Some(deployed.live.live_instances())),
+        previous: deployed
+            .previous
+            .as_ref()
+            .map(|version| version_status(version, None)),
+        retiring: deployed
+            .retiring
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|app| version_status(&app.version, Some(app.live_instances())))
+            .collect(),
+    }
+}
+
+/// `secs` since the Unix epoch as RFC 3339, in UTC.
+fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_183_445), "2026-12-02T03:50:45Z");
+    }
+}
