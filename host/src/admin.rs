@@ -9,6 +9,7 @@
 //!   linked before it goes live; 400 with the reason when it cannot serve
 //!   (the live version untouched), 200 with the app's JSON when live.
 //! - `POST /apps/NAME/rollback`: the previous version goes live again.
+//! - `POST /reload`: reads the manifest again and applies it (as SIGHUP).
 //!
 //! It runs on a thread of its own, so compiling a component never holds up
 //! a worker's event loop. One request at a time is served per connection,
@@ -162,7 +163,21 @@ async fn serve(
             let outcome = tokio::task::spawn_blocking(move || deployments.rollback(&name)).await;
             outcome_reply(outcome)
         }
-        (_, ["apps"] | ["apps", _, "component"] | ["apps", _, "rollback"]) => {
+        (&Method::POST, ["reload"]) => {
+            let deployments = deployments.clone();
+            match tokio::task::spawn_blocking(move || deployments.reload_file()).await {
+                Ok(Ok(reloaded)) => json(StatusCode::OK, &reloaded),
+                Ok(Err(e)) => {
+                    tracing::error!("reload refused, the running configuration is kept: {e}");
+                    error(StatusCode::BAD_REQUEST, &e)
+                }
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("the reload failed: {e}"),
+                ),
+            }
+        }
+        (_, ["apps"] | ["apps", _, "component"] | ["apps", _, "rollback"] | ["reload"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),

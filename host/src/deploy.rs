@@ -69,6 +69,11 @@ pub struct Deployments {
     cache: ComponentCache,
     server: ServerConfig,
     shared: SharedState,
+    /// The manifest the process started with: a reload reports the
+    /// settings only a restart can change against it.
+    started: Manifest,
+    /// Where the manifest is read from on a reload (none for a bare component).
+    manifest_path: Mutex<Option<PathBuf>>,
     routes: Routes,
     apps: Mutex<BTreeMap<String, Deployed>>,
     /// One deploy or rollback at a time.
@@ -155,6 +160,8 @@ impl Deployments {
             routes: Arc::new(ArcSwap::from_pointee(
                 Router::new(Vec::new()).map_err(crate::StartError::Routes)?,
             )),
+            started: manifest.clone(),
+            manifest_path: Mutex::new(None),
             apps: Mutex::new(BTreeMap::new()),
             deploying: Mutex::new(()),
         };
@@ -218,6 +225,210 @@ impl Deployments {
             .store(Arc::new(router(&apps).map_err(crate::StartError::Routes)?));
         *deployments.apps.lock().unwrap_or_else(|e| e.into_inner()) = apps;
         Ok(deployments)
+    }
+
+    /// Remembers where the manifest is, for [`Deployments::reload_file`].
+    pub fn set_manifest_path(&self, path: PathBuf) {
+        *self.manifest_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+    }
+
+    /// Reads the manifest again from its file and applies it; see
+    /// [`Deployments::reload`]. The error is the same one line as at start-up.
+    pub fn reload_file(&self) -> Result<Reloaded, String> {
+        let path = self
+            .manifest_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or("this host serves a bare component: there is no manifest to reload")?;
+        let manifest = Manifest::load(&path).map_err(|e| e.to_string())?;
+        self.reload(manifest)
+    }
+
+    /// Applies a changed manifest with the same atomicity as a deploy:
+    /// every added, removed or changed app (routes, limits, grants,
+    /// component) is built first, then one new route table goes live. A
+    /// changed app gets a new version; it keeps the component it serves
+    /// (say, one deployed since) unless the manifest names another file.
+    /// When any app cannot be built, nothing changes. Settings only a
+    /// restart can change (`[server]`, `[key_value]`, `[pubsub]`, `[admin]`)
+    /// are reported, not applied.
+    pub fn reload(&self, manifest: Manifest) -> Result<Reloaded, String> {
+        let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
+        let old = &self.started;
+        let mut needs_restart = Vec::new();
+        if manifest.server != old.server {
+            let changes = server_changes(&old.server, &manifest.server);
+            if changes.is_empty() {
+                needs_restart.push("server".to_owned());
+            }
+            needs_restart.extend(changes);
+        }
+        if manifest.max_memory_bytes() > old.max_memory_bytes() {
+            return Err(format!(
+                "an app's max_memory_mb is above what the instance pool was sized for at start-up ({} MiB); raising it takes a restart",
+                old.max_memory_bytes() >> 20
+            ));
+        }
+        if manifest.key_value != old.key_value {
+            needs_restart.push("key_value".to_owned());
+        }
+        if manifest.pubsub != old.pubsub {
+            needs_restart.push("pubsub".to_owned());
+        }
+        if manifest.admin != old.admin {
+            needs_restart.push("admin".to_owned());
+        }
+        for (name, config) in &manifest.apps {
+            if let Some(store) = config
+                .key_value_stores
+                .iter()
+                .find(|store| !self.shared.stores.contains_key(*store))
+            {
+                return Err(format!(
+                    "app `{name}`: key_value_stores: the store `{store}` is not open in this process; new stores take effect at the next restart"
+                ));
+            }
+        }
+        // Build every new or changed app before touching anything.
+        let current: BTreeMap<String, (AppConfig, Version, Option<Arc<Admission>>)> = {
+            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            apps.iter()
+                .map(|(name, d)| {
+                    (
+                        name.clone(),
+                        (d.config.clone(), d.live.version.clone(), d.gate.clone()),
+                    )
+                })
+                .collect()
+        };
+        let mut built = BTreeMap::new();
+        let mut report = Reloaded::default();
+        for (name, config) in &manifest.apps {
+            let version = match current.get(name) {
+                Some((live_config, _, _)) if live_config == config => continue,
+                Some((live_config, live, _)) => {
+                    report.changed.push(name.clone());
+                    let path = if live_config.component == config.component {
+                        live.path.clone()
+                    } else {
+                        config.component.clone()
+                    };
+                    Version {
+                        number: live.number + 1,
+                        sha256: live.sha256.clone(),
+                        deployed_at: now(),
+                        deployed: live.deployed && path == live.path,
+                        path,
+                    }
+                }
+                None => {
+                    report.added.push(name.clone());
+                    Version {
+                        number: 1,
+                        sha256: String::new(),
+                        deployed_at: now(),
+                        path: config.component.clone(),
+                        deployed: false,
+                    }
+                }
+            };
+            let mut version = version;
+            let bytes = std::fs::read(&version.path)
+                .map_err(|e| format!("{}: cannot read component: {e}", version.path.display()))?;
+            version.sha256 = sha256_hex(&bytes);
+            let gate = match current.get(name) {
+                Some((live_config, _, gate))
+                    if live_config.max_instances == config.max_instances =>
+                {
+                    gate.clone()
+                }
+                _ => Admission::for_app(config, &self.server).map(Arc::new),
+            };
+            let app = self
+                .load(name, config, version, gate.clone())
+                .map_err(|e| format!("{}: {e}", config.component.display()))?;
+            built.insert(name.clone(), (app, gate));
+        }
+        report.removed = current
+            .keys()
+            .filter(|name| !manifest.apps.contains_key(*name))
+            .cloned()
+            .collect();
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next: BTreeMap<String, Deployed> = BTreeMap::new();
+        let mut replaced = Vec::new();
+        for (name, config) in &manifest.apps {
+            match (built.remove(name), apps.remove(name)) {
+                (None, Some(kept)) => {
+                    next.insert(name.clone(), kept);
+                }
+                (Some((app, gate)), old) => {
+                    let route_gates = config
+                        .routes
+                        .iter()
+                        .zip(0..)
+                        .map(|(route, i)| {
+                            let kept = old.as_ref().and_then(|old| {
+                                let same = old.config.routes.get(i) == Some(route);
+                                same.then(|| old.route_gates[i].clone()).flatten()
+                            });
+                            kept.or_else(|| Target::gate(route, &self.server))
+                        })
+                        .collect();
+                    let mut retiring = Vec::new();
+                    let mut previous = None;
+                    if let Some(old) = old {
+                        retiring = old.retiring;
+                        retiring.push(Arc::downgrade(&old.live));
+                        previous = Some(old.live.version.clone());
+                        replaced.push(old.live);
+                    }
+                    next.insert(
+                        name.clone(),
+                        Deployed {
+                            config: config.clone(),
+                            gate,
+                            route_gates,
+                            live: Arc::new(app),
+                            previous,
+                            retiring,
+                        },
+                    );
+                }
+                (None, None) => unreachable!("every app of the manifest is kept or built"),
+            }
+        }
+        let table = match router(&next) {
+            Ok(table) => table,
+            Err(e) => {
+                // Put back what was taken out: nothing changes.
+                apps.extend(next);
+                return Err(e);
+            }
+        };
+        // The removed apps' versions stay alive while their instances run.
+        replaced.extend(apps.values().map(|d| d.live.clone()));
+        self.routes.store(Arc::new(table));
+        *apps = next;
+        for (name, deployed) in apps.iter() {
+            if report.changed.contains(name) || report.added.contains(name) {
+                self.write_state(name, &deployed.live.version, deployed.previous.as_ref());
+            }
+        }
+        drop(apps);
+        drop(replaced);
+        report.needs_restart = needs_restart;
+        tracing::info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            "manifest reloaded"
+        );
+        for field in &report.needs_restart {
+            tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
+        }
+        Ok(report)
     }
 
     /// The route table, for the dispatcher.
@@ -401,6 +612,60 @@ impl Deployments {
             })
             .collect()
     }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reloaded {
+    /// Apps new in the manifest.
+    pub added: Vec<String>,
+    /// Apps whose settings changed: each has a new version.
+    pub changed: Vec<String>,
+    /// Apps no longer in the manifest.
+    pub removed: Vec<String>,
+    /// Settings that changed but only a restart can apply.
+    pub needs_restart: Vec<String>,
+}
+
+/// The `[server]` fields that differ, named as in the manifest.
+fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut check = |field: &str, differs: bool| {
+        if differs {
+            changed.push(format!("server.{field}"));
+        }
+    };
+    check("listen", old.listen != new.listen);
+    check("workers", old.workers != new.workers);
+    check("max_instances", old.max_instances != new.max_instances);
+    check("max_queued", old.max_queued != new.max_queued);
+    check(
+        "queue_timeout_ms",
+        old.queue_timeout_ms != new.queue_timeout_ms,
+    );
+    check(
+        "drain_timeout_secs",
+        old.drain_timeout_secs != new.drain_timeout_secs,
+    );
+    check("max_header_kb", old.max_header_kb != new.max_header_kb);
+    check(
+        "header_read_timeout_ms",
+        old.header_read_timeout_ms != new.header_read_timeout_ms,
+    );
+    check(
+        "idle_timeout_secs",
+        old.idle_timeout_secs != new.idle_timeout_secs,
+    );
+    check(
+        "body_read_timeout_ms",
+        old.body_read_timeout_ms != new.body_read_timeout_ms,
+    );
+    check(
+        "max_buffered_body_kb",
+        old.max_buffered_body_kb != new.max_buffered_body_kb,
+    );
+    check("data_dir", old.data_dir != new.data_dir);
+    changed
 }
 
 /// The route table of the live versions.

@@ -116,6 +116,11 @@ impl Host {
         })
     }
 
+    /// The apps' versions: deploys, rollbacks and reloads go through here.
+    pub fn deployments(&self) -> Arc<deploy::Deployments> {
+        self.deployments.clone()
+    }
+
     /// Binds one listening socket per worker, at `listen` or the manifest's address.
     pub fn bind(&self, listen: Option<SocketAddr>) -> std::io::Result<Vec<TcpListener>> {
         let server = &self.manifest.server;

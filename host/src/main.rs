@@ -30,7 +30,8 @@ enum Command {
     ///
     /// Prints `cyclone listening on http://IP:PORT` once ready. SIGINT or
     /// SIGTERM stops accepting, lets in-flight requests finish, and exits 0;
-    /// a second SIGINT or SIGTERM exits at once with status 1.
+    /// a second SIGINT or SIGTERM exits at once with status 1. SIGHUP reads
+    /// the manifest again and applies what changed (see `cyclone reload`).
     /// Log verbosity follows CYCLONE_LOG (e.g. `debug`, `cyclone_host=trace`).
     Serve {
         /// A `.wasm` component, or a `cyclone.toml` manifest.
@@ -62,6 +63,15 @@ enum Command {
     },
     /// List the running host's apps and their versions, as JSON.
     Apps {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the running host read its manifest again (as SIGHUP does).
+    ///
+    /// Added, removed and changed apps take effect at once, atomically;
+    /// settings only a restart can change are listed. An invalid manifest
+    /// is refused and the running configuration kept.
+    Reload {
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -141,6 +151,7 @@ fn main() -> ExitCode {
             Some(&component),
         ),
         Command::Apps { admin } => admin_call(&admin, "GET", "/apps", None),
+        Command::Reload { admin } => admin_call(&admin, "POST", "/reload", None),
         Command::Rollback { app, admin } => {
             admin_call(&admin, "POST", &format!("/apps/{app}/rollback"), None)
         }
@@ -260,13 +271,18 @@ fn serve(
     listen: Option<SocketAddr>,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let manifest = if path.extension().is_some_and(|ext| ext == "wasm") {
+    let bare = path.extension().is_some_and(|ext| ext == "wasm");
+    let manifest = if bare {
         Manifest::single_component(path)
     } else {
         Manifest::load(path)?
     };
     raise_open_file_limit();
     let host = Host::new(manifest, cache_dir)?;
+    let deployments = host.deployments();
+    if !bare {
+        deployments.set_manifest_path(path.to_owned());
+    }
     let listeners = host.bind(listen).context("binding the listening socket")?;
     let admin = host
         .bind_admin()
@@ -281,11 +297,12 @@ fn serve(
         .enable_all()
         .build()
         .context("starting the signal runtime")?;
-    let (mut interrupt, mut terminate) = signals
+    let (mut interrupt, mut terminate, mut hangup) = signals
         .block_on(async {
             Ok::<_, std::io::Error>((
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::terminate())?,
+                signal(SignalKind::hangup())?,
             ))
         })
         .context("installing signal handlers")?;
@@ -293,9 +310,21 @@ fn serve(
         .name("cyclone-signals".into())
         .spawn(move || {
             signals.block_on(async {
-                let name = tokio::select! {
-                    _ = interrupt.recv() => "SIGINT",
-                    _ = terminate.recv() => "SIGTERM",
+                let name = loop {
+                    tokio::select! {
+                        _ = interrupt.recv() => break "SIGINT",
+                        _ = terminate.recv() => break "SIGTERM",
+                        _ = hangup.recv() => {
+                            tracing::info!("SIGHUP: reading the manifest again");
+                            let deployments = deployments.clone();
+                            // Compiling may take a while; the signals keep being heard.
+                            std::thread::spawn(move || {
+                                if let Err(e) = deployments.reload_file() {
+                                    tracing::error!("reload refused, the running configuration is kept: {e}");
+                                }
+                            });
+                        }
+                    }
                 };
                 tracing::info!(
                     "{name}: shutting down after in-flight requests finish (signal again to stop at once)"

@@ -358,6 +358,14 @@ impl Cyclone {
         assert_eq!(rc, 0, "kill failed");
     }
 
+    /// Sends SIGHUP: the host reads its manifest again.
+    pub fn hangup(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
     /// Kills the process with SIGKILL (no drain, no chance to flush) and reaps it.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");

@@ -16,7 +16,7 @@ use super::{ConfigError, Variable, invalid};
 pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// The admin API: off unless `listen` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin API (off when absent). Loopback unless

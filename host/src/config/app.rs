@@ -10,7 +10,7 @@ use super::server::kib;
 use super::{AllowedHosts, ConfigError, Route, invalid};
 
 /// One app: a component and the routes it answers. An `[apps.NAME]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// Path of the component (`.wasm`), relative to the manifest's folder.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::DEFAULT_LISTEN;
 
 /// Process-wide settings: the `[server]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to bind (default `127.0.0.1:8080`); `--listen` overrides it.

@@ -37,7 +37,7 @@ pub enum StoreBackend {
 }
 
 /// One key-value store: a `[key_value.NAME]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `"sqlite"` or `"redis"`.
@@ -139,7 +139,7 @@ pub enum PubSubBackend {
 }
 
 /// The `[pubsub]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PubSubConfig {
     /// `"memory"` (default) or `"redis"`.

@@ -409,3 +409,84 @@ fn an_admin_listener_needs_a_token_and_a_loopback_address() {
         assert_eq!(output.trim().lines().count(), 1, "one line: {output}");
     }
 }
+
+#[test]
+fn sighup_and_cyclone_reload_apply_a_changed_manifest_and_refuse_a_broken_one() {
+    let admin_port = free_port();
+    let (dir, path) = host(admin_port);
+    let server = serve(&path).keeping(dir);
+    assert_eq!(server.get("/raw").body, HELLO_BODY);
+    let admin_table = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = {{ env = \"CYCLONE_ADMIN_TOKEN\" }}\n"
+    );
+    // Add `raw`, drop `ws`, cap `site`, and move the server: the apps
+    // change at once, the server's address is only reported.
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n{admin_table}\
+             [apps.site]\ncomponent = {:?}\nroutes = [\"/...\"]\nmax_instances = 50\n\
+             [apps.raw]\ncomponent = {:?}\nroutes = [\"/raw\"]\n",
+            components::HELLO,
+            components::WASIP2_RAW,
+        ),
+    )
+    .unwrap();
+    server.hangup();
+    assert!(server.wait_for_log("manifest reloaded", Duration::from_secs(30)));
+    assert!(server.wait_for_log(
+        "server.listen changed in the manifest: it takes effect at the next restart",
+        Duration::from_secs(5)
+    ));
+    assert_eq!(server.get("/raw").body, "raw wasip2 at /raw\n");
+    assert_eq!(server.get("/").body, HELLO_BODY);
+    let apps = apps(admin_port);
+    let names: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["raw", "site"]);
+    assert_eq!(
+        app(&apps, "site")["live"]["version"],
+        2,
+        "a changed app gets a new version"
+    );
+
+    // A broken manifest: refused with the start-up error, and nothing changes.
+    std::fs::write(&path, "[apps.site]\ncomponent = 7\n").unwrap();
+    server.hangup();
+    assert!(server.wait_for_log(
+        "reload refused, the running configuration is kept",
+        Duration::from_secs(10)
+    ));
+    assert!(server.wait_for_log(&path.display().to_string(), Duration::from_secs(1)));
+    assert_eq!(server.get("/raw").body, "raw wasip2 at /raw\n");
+
+    // `cyclone reload` does the same through the admin API, and says what changed.
+    std::fs::write(
+        &path,
+        format!(
+            "{admin_table}[apps.site]\ncomponent = {:?}\nroutes = [\"/...\"]\nmax_instances = 50\n\
+             [apps.raw]\ncomponent = {:?}\nroutes = [\"/raw2\"]\n",
+            components::HELLO,
+            components::WASIP2_RAW,
+        ),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let (status, output) = run_to_exit_with_env(&["reload", "--admin", &url]);
+    assert!(status.success(), "{output}");
+    let reloaded: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(reloaded["changed"], serde_json::json!(["raw"]));
+    // Back to the address it runs on: nothing waits for a restart.
+    assert_eq!(reloaded["needs_restart"], serde_json::json!([]));
+    assert_eq!(server.get("/raw2").body, "raw wasip2 at /raw2\n");
+    assert_eq!(server.get("/raw").body, HELLO_BODY);
+    // A broken one through the CLI: exit 1 and the reason.
+    std::fs::write(&path, "nonsense").unwrap();
+    let (status, output) = run_to_exit_with_env(&["reload", "--admin", &url]);
+    assert!(!status.success());
+    assert!(output.contains("invalid manifest"), "{output}");
+}
