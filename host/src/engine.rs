@@ -156,7 +156,7 @@ impl ComponentCache {
             path: path.to_owned(),
             message: format!("{e:#}").replace('\n', " "),
         })?;
-        tracing::info!(component = %path.display(), elapsed = ?started.elapsed(), "compiled");
+        tracing::info!(component = %path.display(), bytes = bytes.len(), elapsed = ?started.elapsed(), "compiled");
         if let Some(file) = cached
             && let Err(e) = store(&component, &file, &stamp)
         {

@@ -32,7 +32,8 @@ enum Command {
     /// SIGTERM stops accepting, lets in-flight requests finish, and exits 0;
     /// a second SIGINT or SIGTERM exits at once with status 1. SIGHUP reads
     /// the manifest again and applies what changed (see `cyclone reload`).
-    /// Log verbosity follows CYCLONE_LOG (e.g. `debug`, `cyclone_host=trace`).
+    /// Log verbosity follows CYCLONE_LOG (e.g. `debug`, `cyclone_host=trace`);
+    /// CYCLONE_LOG_FORMAT=json writes one JSON object per line.
     Serve {
         /// A `.wasm` component, or a `cyclone.toml` manifest.
         #[arg(default_value = "cyclone.toml")]
@@ -108,14 +109,19 @@ fn main() -> ExitCode {
         .lossy(true)
         .thread_name("cyclone-log")
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CYCLONE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(writer);
+    // CYCLONE_LOG_FORMAT=json: one JSON object per line, for log collectors.
+    if std::env::var("CYCLONE_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     if let Err(e) = huge_pages_off {
         // Kernels without THP support refuse, and then there is nothing to turn off.
         tracing::debug!("could not turn off transparent huge pages: {e}");

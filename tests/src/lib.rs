@@ -132,7 +132,9 @@ impl Cyclone {
         Self::start(path, cache, &[])
     }
 
-    fn start(path: impl AsRef<OsStr>, cache: &Path, env: &[(&str, &str)]) -> Self {
+    /// Like [`Cyclone::serve`], with the compile cache in `cache` and `env`
+    /// added to the server's environment.
+    pub fn start(path: impl AsRef<OsStr>, cache: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(cyclone_bin())
             .arg("serve")
             .arg(path)

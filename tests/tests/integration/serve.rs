@@ -370,6 +370,37 @@ fn a_restart_loads_the_compiled_component_from_cache() {
     assert_eq!(second.get("/").body, "Hello, world!");
 }
 
+#[test]
+fn json_logs_are_one_object_a_line_and_compiling_logs_name_size_and_time() {
+    let cache = tempfile::tempdir().unwrap();
+    let server = Cyclone::start(
+        components::HELLO,
+        cache.path(),
+        &[("CYCLONE_LOG_FORMAT", "json")],
+    );
+    assert!(server.wait_for_log("compiled", Duration::from_secs(10)));
+    assert_eq!(server.get("/").body, "Hello, world!");
+    let log = server.log();
+    let lines: Vec<serde_json::Value> = log
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let compiled = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "compiled")
+        .expect("a compiled line");
+    assert!(
+        compiled["fields"]["component"]
+            .as_str()
+            .unwrap()
+            .ends_with("hello.wasm")
+    );
+    let size = std::fs::metadata(components::HELLO).unwrap().len();
+    assert_eq!(compiled["fields"]["bytes"], size);
+    assert!(compiled["fields"]["elapsed"].is_string(), "{compiled}");
+    assert_eq!(compiled["level"], "INFO");
+}
+
 /// Asserts `cyclone ARGS` exits non-zero with one `error:` line containing `names`.
 pub(crate) fn assert_refuses(args: &[&OsStr], names: &str) {
     let (status, stderr) = run_to_exit(args);
