@@ -10,6 +10,7 @@
 //!   (the live version untouched), 200 with the app's JSON when live.
 //! - `POST /apps/NAME/rollback`: the previous version goes live again.
 //! - `POST /reload`: reads the manifest again and applies it (as SIGHUP).
+//! - `GET /metrics`: the Prometheus text format (see [`metrics`](crate::metrics)).
 //!
 //! It runs on a thread of its own, so compiling a component never holds up
 //! a worker's event loop. One request at a time is served per connection,
@@ -136,6 +137,11 @@ async fn serve(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["apps"]) => json(StatusCode::OK, &deployments.status()),
+        (&Method::GET, ["metrics"]) => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            deployments.metrics(),
+        ),
         (&Method::PUT, ["apps", name, "component"]) => {
             let name = (*name).to_owned();
             let body = match Limited::new(req.into_body(), MAX_COMPONENT_BYTES)
@@ -177,9 +183,14 @@ async fn serve(
                 ),
             }
         }
-        (_, ["apps"] | ["apps", _, "component"] | ["apps", _, "rollback"] | ["reload"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            ["apps"]
+            | ["apps", _, "component"]
+            | ["apps", _, "rollback"]
+            | ["reload"]
+            | ["metrics"],
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
 }

@@ -16,6 +16,7 @@ use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler
 use crate::capabilities::{AppCapabilities, HostState, linker_for};
 use crate::config::{AppConfig, Route, ServerConfig};
 use crate::limits::{self, Admission, CpuClock};
+use crate::metrics::METRICS;
 use crate::response::{Response, internal_error, unavailable};
 
 /// One deployed component, ready to instantiate, with its limits.
@@ -30,6 +31,8 @@ pub struct App {
     pub version: Version,
     /// Stores (instances) of this version alive now.
     live: Arc<AtomicUsize>,
+    /// The app's request counters.
+    pub requests: crate::metrics::Requests,
     /// CPU time one request (or one websocket event) may use.
     pub cpu_budget: Duration,
     /// Wall-clock time one request (or a session's `connect`) may take.
@@ -161,6 +164,7 @@ impl App {
             store_limits: limits::store_limits(config),
             version,
             live: Arc::new(AtomicUsize::new(0)),
+            requests: crate::metrics::Requests::of(name),
             cpu_budget: config.cpu_budget(),
             timeout: config.timeout(),
             max_body_bytes: config.max_body_bytes(),
@@ -287,9 +291,11 @@ impl Target {
     /// The gate of `route`, when it caps its instances; kept across versions
     /// of its app, so a deploy does not reset the cap.
     pub fn gate(route: &Route, server: &ServerConfig) -> Option<Arc<Admission>> {
-        route
-            .max_instances
-            .map(|permits| Arc::new(Admission::with_permits(permits, server)))
+        route.max_instances.map(|permits| {
+            Arc::new(
+                Admission::with_permits(permits, server).named(format!("route:{}", route.pattern)),
+            )
+        })
     }
 }
 
@@ -310,7 +316,7 @@ impl Instances {
     /// The process-wide gate, sized from `server`.
     pub fn new(server: &ServerConfig) -> Self {
         Self {
-            admission: Admission::new(server),
+            admission: Admission::new(server).named("server".to_owned()),
         }
     }
 
@@ -324,6 +330,7 @@ impl Instances {
             Some(gate) => match gate.admit().await {
                 Ok(permit) => Ok(Some(permit)),
                 Err(refused) => {
+                    METRICS.refused(name, "queue");
                     tracing::warn!(request = id, app = %name, "503: {which} max_instances: {refused}");
                     Err(Box::new(unavailable()))
                 }
@@ -339,6 +346,7 @@ impl Instances {
                 _shared: permit,
             }),
             Err(refused) => {
+                METRICS.refused(name, "queue");
                 tracing::warn!(request = id, app = %name, "503: {refused}");
                 Err(Box::new(unavailable()))
             }

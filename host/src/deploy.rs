@@ -193,7 +193,8 @@ impl Deployments {
                     (version, None)
                 }
             };
-            let gate = Admission::for_app(config, &manifest.server).map(Arc::new);
+            let gate = Admission::for_app(config, &manifest.server)
+                .map(|gate| Arc::new(gate.named(format!("app:{name}"))));
             let live = deployments
                 .load(name, config, version, gate.clone())
                 .map_err(|e| match e {
@@ -241,8 +242,11 @@ impl Deployments {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or("this host serves a bare component: there is no manifest to reload")?;
-        let manifest = Manifest::load(&path).map_err(|e| e.to_string())?;
-        self.reload(manifest)
+        let outcome = Manifest::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|manifest| self.reload(manifest));
+        crate::metrics::METRICS.deployed("-", "reload", outcome.is_ok());
+        outcome
     }
 
     /// Applies a changed manifest with the same atomicity as a deploy:
@@ -343,7 +347,8 @@ impl Deployments {
                 {
                     gate.clone()
                 }
-                _ => Admission::for_app(config, &self.server).map(Arc::new),
+                _ => Admission::for_app(config, &self.server)
+                    .map(|gate| Arc::new(gate.named(format!("app:{name}")))),
             };
             let app = self
                 .load(name, config, version, gate.clone())
@@ -502,6 +507,12 @@ impl Deployments {
     /// Deploys `bytes` as the new version of app `name`; the live version
     /// is untouched unless this succeeds.
     pub fn deploy(&self, name: &str, bytes: &[u8]) -> Result<AppStatus, DeployError> {
+        let outcome = self.deploy_inner(name, bytes);
+        crate::metrics::METRICS.deployed(name, "deploy", outcome.is_ok());
+        outcome
+    }
+
+    fn deploy_inner(&self, name: &str, bytes: &[u8]) -> Result<AppStatus, DeployError> {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
         let (config, number) = {
             let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
@@ -546,6 +557,12 @@ impl Deployments {
 
     /// Puts the previous version of app `name` back live.
     pub fn rollback(&self, name: &str) -> Result<AppStatus, DeployError> {
+        let outcome = self.rollback_inner(name);
+        crate::metrics::METRICS.deployed(name, "rollback", outcome.is_ok());
+        outcome
+    }
+
+    fn rollback_inner(&self, name: &str) -> Result<AppStatus, DeployError> {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
         let (config, previous) = {
             let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
@@ -600,6 +617,24 @@ impl Deployments {
         );
         drop(old);
         Ok(status(name, deployed))
+    }
+
+    /// The metrics, with the live instances of each app (all its versions) read now.
+    pub fn metrics(&self) -> String {
+        let metrics = &crate::metrics::METRICS;
+        for app in self.status() {
+            let instances = app.live.instances.unwrap_or(0)
+                + app
+                    .retiring
+                    .iter()
+                    .filter_map(|v| v.instances)
+                    .sum::<usize>();
+            metrics
+                .instances
+                .get_or_create(&crate::metrics::App { app: app.name })
+                .set(i64::try_from(instances).unwrap_or(i64::MAX));
+        }
+        metrics.encode()
     }
 
     /// Every app's status, by name.

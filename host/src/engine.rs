@@ -148,9 +148,13 @@ impl ComponentCache {
             && let Some(component) = load_cached(engine, file, &stamp)?
         {
             tracing::info!(component = %path.display(), "loaded from cache");
+            cache_lookup("hit");
             return Ok(component);
         }
 
+        if self.dir.is_some() {
+            cache_lookup("miss");
+        }
         let started = Instant::now();
         let component = Component::new(engine, &bytes).map_err(|e| LoadError::Compile {
             path: path.to_owned(),
@@ -164,6 +168,16 @@ impl ComponentCache {
         }
         Ok(component)
     }
+}
+
+fn cache_lookup(outcome: &str) {
+    let outcome = crate::metrics::CacheOutcome {
+        outcome: outcome.to_owned(),
+    };
+    crate::metrics::METRICS
+        .compile_cache
+        .get_or_create(&outcome)
+        .inc();
 }
 
 /// What a cache entry must begin with to be loaded for a component: a

@@ -32,6 +32,20 @@ impl GuestFailure {
         } else {
             Self::Trapped
         };
+        let metrics = &crate::metrics::METRICS;
+        match failure {
+            Self::CpuBudget => metrics.refused(app, "cpu_budget"),
+            Self::TimedOut => metrics.refused(app, "timeout"),
+            Self::Trapped => {
+                metrics
+                    .traps
+                    .get_or_create(&crate::metrics::App {
+                        app: app.to_owned(),
+                    })
+                    .inc();
+            }
+            Self::NoInstance => {}
+        }
         match failure {
             Self::CpuBudget => {
                 tracing::warn!(request = id, app = %app, "guest stopped: CPU budget exceeded: {e}");

@@ -31,6 +31,7 @@ use crate::app::{App, Instances, Permits, Target};
 use crate::capabilities::HostState;
 use crate::failure::GuestFailure;
 use crate::limits::{BodyBuffer, BodyRefused, BufferedBody, CappedBody, CpuClock};
+use crate::metrics::METRICS;
 use crate::response::{
     Response, bad_request, internal_error, request_timeout, too_large, unavailable,
 };
@@ -55,6 +56,7 @@ pub(crate) async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared_length.is_some_and(|n| n > app.max_body_bytes) {
+        METRICS.refused(&name, "body");
         tracing::info!(request = id, app = %name, "413: body of {} bytes is over max_body_kb", declared_length.unwrap_or(0));
         return too_large();
     }
@@ -128,6 +130,7 @@ pub(crate) async fn handle(
     let response = receiver.await;
     if body_over_cap.is_some_and(|over| over.load(Ordering::Relaxed)) {
         tracing::info!(request = id, app = %name, "413: body over max_body_kb");
+        METRICS.refused(&name, "body");
         abandoned.stop();
         return too_large();
     }
@@ -211,6 +214,7 @@ fn body_refused(refused: BodyRefused, id: u64, app: &str) -> Response {
         BodyRefused::Broken(_) => (400, bad_request()),
     };
     tracing::info!(request = id, app = %app, "{status}: {refused}");
+    METRICS.refused(app, "body");
     response
 }
 

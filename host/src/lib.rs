@@ -5,7 +5,8 @@
 //! The `cyclone` binary is a thin shell over this library.
 //!
 //! Modules come in layers, each using only those before it: [`config`]
-//! (parsed data), [`limits`], [`response`], [`drain`], [`pubsub`], [`kv`] →
+//! (parsed data), [`metrics`], [`limits`], [`response`], [`drain`],
+//! [`pubsub`], [`kv`] →
 //! [`engine`] → [`capabilities`] (what a guest can reach) → [`app`]
 //! (admission, stores, instantiation under the timeout) → [`failure`] → the
 //! front ends, [`http`] and [`websocket`], with [`router`] and [`dispatch`]
@@ -46,6 +47,7 @@ pub mod failure;
 pub mod http;
 pub mod kv;
 pub mod limits;
+pub mod metrics;
 pub mod pubsub;
 pub mod response;
 pub mod router;

@@ -75,14 +75,19 @@ pub struct Admission {
     queued: AtomicUsize,
     max_queued: usize,
     queue_timeout: Duration,
+    /// The queue's length as a metric, when the gate is named.
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 /// Decrements the queue length when a waiter leaves, however it leaves.
-struct QueueSlot<'a>(&'a AtomicUsize);
+struct QueueSlot<'a>(&'a Admission);
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+        if let Some(gauge) = &self.0.gauge {
+            gauge.dec();
+        }
     }
 }
 
@@ -106,7 +111,15 @@ impl Admission {
             queued: AtomicUsize::new(0),
             max_queued: server.max_queued,
             queue_timeout: server.queue_timeout(),
+            gauge: None,
         }
+    }
+
+    /// The same gate, its queue length reported as `queued_requests{gate}`.
+    pub fn named(mut self, gate: String) -> Self {
+        use crate::metrics::{Gate, METRICS};
+        self.gauge = Some(METRICS.queued.get_or_create(&Gate { gate }).clone());
+        self
     }
 
     /// Takes a permit, waiting in the queue if none is free.
@@ -118,7 +131,10 @@ impl Admission {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(Refused::QueueFull);
         }
-        let _slot = QueueSlot(&self.queued);
+        if let Some(gauge) = &self.gauge {
+            gauge.inc();
+        }
+        let _slot = QueueSlot(self);
         // Boxed: only a queued request pays for the timer, not every request's future.
         let wait = Box::pin(tokio::time::timeout(
             self.queue_timeout,
@@ -269,6 +285,56 @@ pub fn store_limits(app: &AppConfig) -> StoreLimits {
         .memory_size(app.max_memory_bytes())
         .trap_on_grow_failure(false)
         .build()
+}
+
+/// The store's limits, counting each memory growth they refuse as a
+/// `memory` refusal of the app.
+pub struct MemoryCap {
+    limits: StoreLimits,
+    app: Arc<str>,
+}
+
+impl MemoryCap {
+    /// `limits`, for a store of `app`.
+    pub fn new(limits: StoreLimits, app: Arc<str>) -> Self {
+        Self { limits, app }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            crate::metrics::METRICS.refused(&self.app, "memory");
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// Memory mappings one live instance needs: its linear memory (the image and

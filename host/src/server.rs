@@ -229,6 +229,7 @@ impl Protocols {
                 async move {
                     let _busy = busy;
                     if too_many {
+                        crate::metrics::METRICS.refused("-", "headers");
                         return Ok(header_fields_too_large());
                     }
                     dispatcher.handle(req).await

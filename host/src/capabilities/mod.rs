@@ -63,7 +63,7 @@ pub struct HostState {
     hooks: OutboundHttp,
     table: ResourceTable,
     /// The store's resource limits, read by `Store::limiter`.
-    pub limits: StoreLimits,
+    pub limits: crate::limits::MemoryCap,
     /// The guest's CPU time, kept by the store's call hook and epoch callback.
     pub cpu: CpuClock,
     /// A denied key-value store was logged for this request already: one
@@ -102,7 +102,7 @@ impl HostState {
                 request_id,
             },
             table: ResourceTable::new(),
-            limits,
+            limits: crate::limits::MemoryCap::new(limits, app.name.clone()),
             cpu,
             kv_denial_logged: false,
             _live: live,

@@ -15,10 +15,14 @@ impl Host for HostState {
         body: Vec<u8>,
     ) -> wasmtime::Result<Result<u64, String>> {
         let pubsub = self.hooks.app.pubsub.clone();
-        Ok(pubsub
-            .publish(&topic, Bytes::from(body))
-            .await
-            .map_err(|e| e.to_string()))
+        let published = pubsub.publish(&topic, Bytes::from(body)).await;
+        if published.is_ok() {
+            let app = crate::metrics::App {
+                app: self.hooks.app.name.to_string(),
+            };
+            crate::metrics::METRICS.published.get_or_create(&app).inc();
+        }
+        Ok(published.map_err(|e| e.to_string()))
     }
 
     async fn recent(

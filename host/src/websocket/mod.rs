@@ -142,11 +142,18 @@ pub(crate) async fn handle(
         on_upgrade,
         going_away,
         id,
-        held: (permits, open),
+        held: (permits, open, crate::metrics::OpenSession::new(&name)),
     }));
     match decision.await {
         Ok(Decision::Accept) => {
             tracing::info!(request = id, app = %name, "websocket session opened");
+            let label = crate::metrics::App {
+                app: name.to_string(),
+            };
+            crate::metrics::METRICS
+                .sessions_opened
+                .get_or_create(&label)
+                .inc();
             handshake::accept(&key)
         }
         Ok(Decision::Answer(response)) => response,

@@ -38,7 +38,7 @@ pub(crate) struct Opening {
     pub(crate) id: u64,
     /// Released when the session ends: its instance permits, and its place
     /// among the sessions a drain waits for.
-    pub(crate) held: (Permits, Open),
+    pub(crate) held: (Permits, Open, crate::metrics::OpenSession),
 }
 
 /// A session's task: the guest's `connect`, then (accepted, upgraded) its

@@ -490,3 +490,98 @@ fn sighup_and_cyclone_reload_apply_a_changed_manifest_and_refuse_a_broken_one() 
     assert!(!status.success());
     assert!(output.contains("invalid manifest"), "{output}");
 }
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn metrics_count_requests_refusals_traps_sessions_and_deploys() {
+    let admin_port = free_port();
+    let (dir, path) = manifest(&format!(
+        "[server]\nmax_instances = 20\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = {{ env = \"CYCLONE_ADMIN_TOKEN\" }}\n\
+         [apps.limits]\ncomponent = {:?}\nroutes = [\"/...\"]\ncpu_budget_ms = 300\ntimeout_ms = 2000\n\
+         max_memory_mb = 16\nmax_body_kb = 1\n\
+         [apps.ws]\ncomponent = {:?}\nroutes = [\"/echo\", \"/plain\"]\n",
+        components::LIMITS,
+        components::SOCKETS,
+    ));
+    let server = serve(&path).keeping(dir);
+    for _ in 0..3 {
+        assert_eq!(server.get("/hello").status, 200);
+    }
+    assert_eq!(server.get("/spin?ms=5000").status, 503);
+    assert_eq!(server.get("/sleep?ms=10000").status, 504);
+    assert_eq!(server.get("/alloc?mb=64").status, 500);
+    assert_eq!(server.post("/upload", &"x".repeat(2048)).status, 413);
+    let mut socket = open(&server, "/echo");
+    socket.send(Message::text("hi")).unwrap();
+    assert_eq!(text(&mut socket), "hi");
+    assert_eq!(deploy(admin_port, "limits", components::LIMITS).0, 200);
+    let (status, text) = admin(admin_port, "GET", "/metrics", TOKEN, b"");
+    assert_eq!(status, 200);
+    let get = |name: &str, labels: &str| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name}{{{labels}}} in:\n{text}"))
+    };
+    assert_eq!(
+        get("cyclone_requests_total", "app=\"limits\",class=\"2xx\""),
+        3.0
+    );
+    assert!(get("cyclone_requests_total", "app=\"limits\",class=\"5xx\"") >= 3.0);
+    assert_eq!(
+        get(
+            "cyclone_refusals_total",
+            "app=\"limits\",cause=\"cpu_budget\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        get("cyclone_refusals_total", "app=\"limits\",cause=\"timeout\""),
+        1.0
+    );
+    assert!(get("cyclone_refusals_total", "app=\"limits\",cause=\"memory\"") >= 1.0);
+    assert_eq!(
+        get("cyclone_refusals_total", "app=\"limits\",cause=\"body\""),
+        1.0
+    );
+    assert!(get("cyclone_traps_total", "app=\"limits\"") >= 1.0);
+    assert_eq!(
+        get("cyclone_websocket_sessions_opened_total", "app=\"ws\""),
+        1.0
+    );
+    assert_eq!(get("cyclone_websocket_sessions_open", "app=\"ws\""), 1.0);
+    assert_eq!(get("cyclone_instances", "app=\"ws\""), 1.0);
+    assert_eq!(
+        get(
+            "cyclone_deploys_total",
+            "app=\"limits\",kind=\"deploy\",outcome=\"ok\""
+        ),
+        1.0
+    );
+    assert!(get("cyclone_compile_cache_lookups_total", "outcome=\"hit\"") >= 1.0);
+    assert!(
+        text.contains("cyclone_request_duration_seconds_bucket{le="),
+        "{text}"
+    );
+    assert!(
+        text.contains("cyclone_queued_requests{gate=\"server\"} 0"),
+        "{text}"
+    );
+    // The token guards the metrics too.
+    assert_eq!(
+        admin(
+            admin_port,
+            "GET",
+            "/metrics",
+            "not-the-token-0123456789",
+            b""
+        )
+        .0,
+        401
+    );
+}
