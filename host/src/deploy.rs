@@ -664,43 +664,17 @@ pub struct Reloaded {
 
 /// The `[server]` fields that differ, named as in the manifest.
 fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<String> {
-    let mut changed = Vec::new();
-    let mut check = |field: &str, differs: bool| {
-        if differs {
-            changed.push(format!("server.{field}"));
-        }
+    let table = |config: &ServerConfig| match toml::Value::try_from(config) {
+        Ok(toml::Value::Table(table)) => table,
+        _ => toml::Table::new(),
     };
-    check("listen", old.listen != new.listen);
-    check("workers", old.workers != new.workers);
-    check("max_instances", old.max_instances != new.max_instances);
-    check("max_queued", old.max_queued != new.max_queued);
-    check(
-        "queue_timeout_ms",
-        old.queue_timeout_ms != new.queue_timeout_ms,
-    );
-    check(
-        "drain_timeout_secs",
-        old.drain_timeout_secs != new.drain_timeout_secs,
-    );
-    check("max_header_kb", old.max_header_kb != new.max_header_kb);
-    check(
-        "header_read_timeout_ms",
-        old.header_read_timeout_ms != new.header_read_timeout_ms,
-    );
-    check(
-        "idle_timeout_secs",
-        old.idle_timeout_secs != new.idle_timeout_secs,
-    );
-    check(
-        "body_read_timeout_ms",
-        old.body_read_timeout_ms != new.body_read_timeout_ms,
-    );
-    check(
-        "max_buffered_body_kb",
-        old.max_buffered_body_kb != new.max_buffered_body_kb,
-    );
-    check("data_dir", old.data_dir != new.data_dir);
-    changed
+    let (old, new) = (table(old), table(new));
+    let fields: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    fields
+        .into_iter()
+        .filter(|field| old.get(*field) != new.get(*field))
+        .map(|field| format!("server.{field}"))
+        .collect()
 }
 
 /// The route table of the live versions.
