@@ -211,9 +211,23 @@ fn admin_request(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(&authority)
-            .await
-            .with_context(|| format!("connecting to the admin API at {authority}"))?;
+        // A host started a moment ago may not listen yet: retry for a while.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let stream = loop {
+            match tokio::net::TcpStream::connect(&authority).await {
+                Ok(stream) => break stream,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("connecting to the admin API at {authority}")));
+                }
+            }
+        };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(connection);
