@@ -53,6 +53,7 @@ pub enum DeployError {
 }
 
 /// One app's versions.
+#[derive(Clone)]
 struct Deployed {
     config: AppConfig,
     gate: Option<Arc<Admission>>,
@@ -364,7 +365,9 @@ impl Deployments {
         let mut next: BTreeMap<String, Deployed> = BTreeMap::new();
         let mut replaced = Vec::new();
         for (name, config) in &manifest.apps {
-            match (built.remove(name), apps.remove(name)) {
+            // Copies: until the new table is known to be valid, `apps` stays
+            // as it is.
+            match (built.remove(name), apps.get(name).cloned()) {
                 (None, Some(kept)) => {
                     next.insert(name.clone(), kept);
                 }
@@ -404,16 +407,14 @@ impl Deployments {
                 (None, None) => unreachable!("every app of the manifest is kept or built"),
             }
         }
-        let table = match router(&next) {
-            Ok(table) => table,
-            Err(e) => {
-                // Put back what was taken out: nothing changes.
-                apps.extend(next);
-                return Err(e);
-            }
-        };
+        // Two apps on one route, say: refused, and nothing has changed.
+        let table = router(&next)?;
         // The removed apps' versions stay alive while their instances run.
-        replaced.extend(apps.values().map(|d| d.live.clone()));
+        replaced.extend(
+            apps.iter()
+                .filter(|(name, _)| !next.contains_key(*name))
+                .map(|(_, d)| d.live.clone()),
+        );
         self.routes.store(Arc::new(table));
         *apps = next;
         for (name, deployed) in apps.iter() {

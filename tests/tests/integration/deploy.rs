@@ -484,6 +484,23 @@ fn sighup_and_cyclone_reload_apply_a_changed_manifest_and_refuse_a_broken_one() 
     assert_eq!(reloaded["needs_restart"], serde_json::json!([]));
     assert_eq!(server.get("/raw2").body, "raw wasip2 at /raw2\n");
     assert_eq!(server.get("/raw").body, HELLO_BODY);
+    // Two apps on one route: refused, and the running routes kept.
+    std::fs::write(
+        &path,
+        format!(
+            "{admin_table}[apps.site]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
+             [apps.raw]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+            components::HELLO,
+            components::WASIP2_RAW,
+        ),
+    )
+    .unwrap();
+    let (status, output) = run_to_exit_with_env(&["reload", "--admin", &url]);
+    assert!(!status.success());
+    assert!(output.contains("declared twice"), "{output}");
+    assert_eq!(server.get("/raw2").body, "raw wasip2 at /raw2\n");
+    assert_eq!(app(&apps(admin_port), "raw")["live"]["version"], 2);
+    assert_eq!(server.get("/").body, HELLO_BODY);
     // A broken one through the CLI: exit 1 and the reason.
     std::fs::write(&path, "nonsense").unwrap();
     let (status, output) = run_to_exit_with_env(&["reload", "--admin", &url]);
