@@ -440,8 +440,8 @@ fn sighup_and_cyclone_reload_apply_a_changed_manifest_and_refuse_a_broken_one() 
     ));
     assert_eq!(server.get("/raw").body, "raw wasip2 at /raw\n");
     assert_eq!(server.get("/").body, HELLO_BODY);
-    let apps = apps(admin_port);
-    let names: Vec<&str> = apps
+    let listed = apps(admin_port);
+    let names: Vec<&str> = listed
         .as_array()
         .unwrap()
         .iter()
@@ -449,7 +449,7 @@ fn sighup_and_cyclone_reload_apply_a_changed_manifest_and_refuse_a_broken_one() 
         .collect();
     assert_eq!(names, ["raw", "site"]);
     assert_eq!(
-        app(&apps, "site")["live"]["version"],
+        app(&listed, "site")["live"]["version"],
         2,
         "a changed app gets a new version"
     );
