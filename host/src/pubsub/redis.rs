@@ -265,24 +265,27 @@ async fn recover(bus: &Bus, connection: &mut ConnectionManager) {
     }
     let channels: Vec<String> = bus.topics().keys().cloned().collect();
     for channel in channels {
-        let subscribed = bus.topics().get(&channel).is_some_and(|t| t.subscribed);
-        if !subscribed {
-            if !subscribe(bus, connection, &channel).await {
-                let _ = bus.control.send(Control::Recover);
-                return;
-            }
-            continue;
+        // Subscribe again and wait for Redis to confirm, even if the
+        // connection manager re-subscribes by itself: only once confirmed
+        // is every later message delivered, so the counter read after it
+        // covers exactly what was missed.
+        let subscribed =
+            tokio::time::timeout(REDIS_CALL_TIMEOUT, connection.subscribe(&channel)).await;
+        if !matches!(subscribed, Ok(Ok(()))) {
+            let _ = bus.control.send(Control::Recover);
+            return;
         }
         let Some(counter) = counter(connection, &channel).await else {
             let _ = bus.control.send(Control::Recover);
             return;
         };
         let mut topics = bus.topics();
-        if let Some(topic) = topics.get_mut(&channel)
-            && counter > topic.last_id
-        {
-            let _ = topic.sender.send(Event::Lagged(counter - topic.last_id));
-            topic.last_id = counter;
+        if let Some(topic) = topics.get_mut(&channel) {
+            topic.subscribed = true;
+            if counter > topic.last_id {
+                let _ = topic.sender.send(Event::Lagged(counter - topic.last_id));
+                topic.last_id = counter;
+            }
         }
     }
     tracing::info!("pub/sub: connected to Redis again");
