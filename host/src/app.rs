@@ -151,6 +151,12 @@ impl App {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 pubsub: shared.pubsub(name, config),
+                published: METRICS
+                    .published
+                    .get_or_create(&crate::metrics::App {
+                        app: name.to_owned(),
+                    })
+                    .clone(),
                 key_value: config
                     .key_value_stores
                     .iter()

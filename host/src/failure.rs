@@ -34,26 +34,24 @@ impl GuestFailure {
         };
         let metrics = &crate::metrics::METRICS;
         match failure {
-            Self::CpuBudget => metrics.refused(app, "cpu_budget"),
-            Self::TimedOut => metrics.refused(app, "timeout"),
-            Self::Trapped => {
-                metrics
-                    .traps
-                    .get_or_create(&crate::metrics::App {
-                        app: app.to_owned(),
-                    })
-                    .inc();
-            }
-            Self::NoInstance => {}
-        }
-        match failure {
             Self::CpuBudget => {
+                metrics.refused(app, "cpu_budget");
                 tracing::warn!(request = id, app = %app, "guest stopped: CPU budget exceeded: {e}");
             }
-            Self::NoInstance | Self::TimedOut => {
+            Self::TimedOut => {
+                metrics.refused(app, "timeout");
                 tracing::warn!(request = id, app = %app, "guest stopped: {e}");
             }
-            Self::Trapped => tracing::error!(request = id, app = %app, "guest failed: {e:?}"),
+            Self::NoInstance => {
+                tracing::warn!(request = id, app = %app, "guest stopped: {e}");
+            }
+            Self::Trapped => {
+                let label = crate::metrics::App {
+                    app: app.to_owned(),
+                };
+                metrics.traps.get_or_create(&label).inc();
+                tracing::error!(request = id, app = %app, "guest failed: {e:?}");
+            }
         }
         failure
     }

@@ -49,6 +49,8 @@ pub struct AppCapabilities {
     pub environment: Vec<(String, String)>,
     /// Its pub/sub topics.
     pub pubsub: Arc<dyn crate::pubsub::PubSub>,
+    /// Counts the messages it publishes (`cyclone_pubsub_published_total`).
+    pub published: prometheus_client::metrics::counter::Counter,
     /// The key-value stores it is granted, by name.
     pub key_value: BTreeMap<String, Arc<crate::kv::Store>>,
     /// Lines one instance may log a second.

@@ -17,10 +17,7 @@ impl Host for HostState {
         let pubsub = self.hooks.app.pubsub.clone();
         let published = pubsub.publish(&topic, Bytes::from(body)).await;
         if published.is_ok() {
-            let app = crate::metrics::App {
-                app: self.hooks.app.name.to_string(),
-            };
-            crate::metrics::METRICS.published.get_or_create(&app).inc();
+            self.hooks.app.published.inc();
         }
         Ok(published.map_err(|e| e.to_string()))
     }
