@@ -510,7 +510,36 @@ impl Deployments {
     pub fn deploy(&self, name: &str, bytes: &[u8]) -> Result<AppStatus, DeployError> {
         let outcome = self.deploy_inner(name, bytes);
         crate::metrics::METRICS.deployed(name, "deploy", outcome.is_ok());
+        self.prune(name);
         outcome
+    }
+
+    /// Removes the deployed components of app `name` that are neither live
+    /// nor the previous version (older ones, and refused ones), so the data
+    /// folder holds at most two.
+    fn prune(&self, name: &str) {
+        let Some(folder) = self.folder(name) else {
+            return;
+        };
+        let keep: Vec<PathBuf> = {
+            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(deployed) = apps.get(name) else {
+                return;
+            };
+            std::iter::once(deployed.live.version.path.clone())
+                .chain(deployed.previous.as_ref().map(|v| v.path.clone()))
+                .collect()
+        };
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            return;
+        };
+        for path in entries.filter_map(|entry| Some(entry.ok()?.path())) {
+            if path.extension().is_some_and(|ext| ext == "wasm") && !keep.contains(&path) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(app = name, "cannot remove {}: {e}", path.display());
+                }
+            }
+        }
     }
 
     fn deploy_inner(&self, name: &str, bytes: &[u8]) -> Result<AppStatus, DeployError> {

@@ -357,6 +357,22 @@ fn rollback_and_restart_serve_the_versions_they_should() {
         status.success() && output.contains("\"name\": \"ws\""),
         "{output}"
     );
+    // The data folder keeps the live and the previous version, no more.
+    // (The raw build is live now; two more distinct builds make three.)
+    assert_eq!(deploy(admin_port, "site", components::TOUR).0, 200);
+    assert_eq!(deploy(admin_port, "site", components::PROBE).0, 200);
+    let folder = path.parent().unwrap().join(".cyclone/data/deployed/site");
+    let kept = std::fs::read_dir(&folder)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "wasm")
+        })
+        .count();
+    assert_eq!(kept, 2, "{}", folder.display());
     server.stop();
     drop(dir);
 }
