@@ -534,10 +534,11 @@ impl Deployments {
             return;
         };
         for path in entries.filter_map(|entry| Some(entry.ok()?.path())) {
-            if path.extension().is_some_and(|ext| ext == "wasm") && !keep.contains(&path) {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(app = name, "cannot remove {}: {e}", path.display());
-                }
+            if path.extension().is_some_and(|ext| ext == "wasm")
+                && !keep.contains(&path)
+                && let Err(e) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(app = name, "cannot remove {}: {e}", path.display());
             }
         }
     }
