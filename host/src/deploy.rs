@@ -30,6 +30,7 @@ use crate::config::{AppConfig, Manifest, ServerConfig};
 use crate::engine::{ComponentCache, LoadError};
 use crate::limits::Admission;
 use crate::router::Router;
+use crate::tls::Certificate;
 
 /// The route table requests are dispatched through, swapped whole.
 pub type Routes = Arc<ArcSwap<Router<Target>>>;
@@ -79,6 +80,9 @@ pub struct Deployments {
     apps: Mutex<BTreeMap<String, Deployed>>,
     /// One deploy or rollback at a time.
     deploying: Mutex<()>,
+    /// The server's certificate, when it speaks HTTPS; a reload reads its
+    /// files again.
+    certificate: Option<Arc<Certificate>>,
 }
 
 /// What `state.json` keeps of a version.
@@ -127,7 +131,7 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -146,13 +150,22 @@ pub fn link_message(e: &wasmtime::Error) -> String {
 
 impl Deployments {
     /// Loads every app of `manifest` (the version deployed last, when the
-    /// data folder has one) and builds the route table.
+    /// data folder has one, unless `ignore_deployed`) and builds the route
+    /// table; reads the server's certificate when it speaks HTTPS.
     pub fn new(
         manifest: &Manifest,
         engine: Engine,
         cache: ComponentCache,
         shared: SharedState,
+        ignore_deployed: bool,
     ) -> Result<Self, crate::StartError> {
+        let certificate = manifest
+            .server
+            .tls
+            .as_ref()
+            .map(Certificate::load)
+            .transpose()
+            .map_err(crate::StartError::Tls)?;
         let deployments = Self {
             engine,
             cache,
@@ -165,10 +178,15 @@ impl Deployments {
             manifest_path: Mutex::new(None),
             apps: Mutex::new(BTreeMap::new()),
             deploying: Mutex::new(()),
+            certificate,
         };
         let mut apps = BTreeMap::new();
         for (name, config) in &manifest.apps {
-            let state = deployments.read_state(name);
+            let state = if ignore_deployed {
+                None
+            } else {
+                deployments.read_state(name)
+            };
             let (version, previous) = match state {
                 Some(state) if state.live.file.exists() => {
                     tracing::info!(
@@ -262,9 +280,20 @@ impl Deployments {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
         let old = &self.started;
         let mut needs_restart = Vec::new();
+        // New certificate files (or the same files renewed) are read now;
+        // turning HTTPS on or off takes a restart.
+        // Read before anything changes: a bad file refuses the reload.
+        let certificate = match (&self.certificate, &manifest.server.tls) {
+            (Some(certificate), Some(files)) => Some((certificate, crate::tls::read(files)?)),
+            _ => None,
+        };
         if manifest.server != old.server {
             let changes = server_changes(&old.server, &manifest.server);
-            if changes.is_empty() {
+            let without_tls = |server: &ServerConfig| ServerConfig {
+                tls: None,
+                ..server.clone()
+            };
+            if changes.is_empty() && without_tls(&old.server) != without_tls(&manifest.server) {
                 needs_restart.push("server".to_owned());
             }
             needs_restart.extend(changes);
@@ -424,6 +453,10 @@ impl Deployments {
         }
         drop(apps);
         drop(replaced);
+        if let Some((certificate, key)) = certificate {
+            certificate.replace(key);
+            report.certificate_reloaded = true;
+        }
         report.needs_restart = needs_restart;
         tracing::info!(
             added = ?report.added,
@@ -435,6 +468,11 @@ impl Deployments {
             tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
         }
         Ok(report)
+    }
+
+    /// The server's certificate, when it speaks HTTPS.
+    pub fn certificate(&self) -> Option<Arc<Certificate>> {
+        self.certificate.clone()
     }
 
     /// The route table, for the dispatcher.
@@ -691,6 +729,8 @@ pub struct Reloaded {
     pub removed: Vec<String>,
     /// Settings that changed but only a restart can apply.
     pub needs_restart: Vec<String>,
+    /// Whether the server's certificate was read again (HTTPS only).
+    pub certificate_reloaded: bool,
 }
 
 /// The `[server]` fields that differ, named as in the manifest.
@@ -704,6 +744,9 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<String> {
     fields
         .into_iter()
         .filter(|field| old.get(*field) != new.get(*field))
+        // Certificate files are read again at every reload; only turning
+        // HTTPS on or off needs a restart.
+        .filter(|field| *field != "tls" || old.contains_key("tls") != new.contains_key("tls"))
         .map(|field| format!("server.{field}"))
         .collect()
 }

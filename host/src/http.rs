@@ -87,6 +87,11 @@ pub(crate) async fn handle(
     // Only a streamed body can go over the cap once the guest runs; the
     // flag that says so is allocated for those alone.
     let mut body_over_cap = None;
+    let scheme = if crate::server::is_secure(&*req) {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let req = (*req).map(
         |incoming| -> UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error> {
             match body {
@@ -102,7 +107,7 @@ pub(crate) async fn handle(
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let resources: wasmtime::Result<_> = (|| {
         let http = &mut store.data_mut().http();
-        let req = http.new_incoming_request(Scheme::Http, req)?;
+        let req = http.new_incoming_request(scheme, req)?;
         let out = http.new_response_outparam(sender)?;
         Ok((req, out))
     })();

@@ -24,7 +24,7 @@
 //! # fn main() -> anyhow::Result<()> {
 //! use std::path::Path;
 //! let manifest = cyclone_host::config::Manifest::load(Path::new("cyclone.toml"))?;
-//! let host = cyclone_host::Host::new(manifest, None)?;
+//! let host = cyclone_host::Host::new(manifest, &Default::default())?;
 //! let (stop, wait) = tokio::sync::watch::channel(false);
 //! let listeners = host.bind(None)?;
 //! println!("listening on {}", listeners[0].local_addr()?);
@@ -40,6 +40,7 @@ pub mod app;
 pub mod capabilities;
 pub mod config;
 pub mod deploy;
+pub mod dev;
 pub mod dispatch;
 pub mod drain;
 pub mod engine;
@@ -52,6 +53,7 @@ pub mod pubsub;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod websocket;
 
 use std::net::{SocketAddr, TcpListener};
@@ -90,6 +92,19 @@ pub enum StartError {
     /// A key-value store or the pub/sub backend could not be opened.
     #[error("{0}")]
     State(String),
+    /// The server's certificate or key could not be read, or they do not match.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// How [`Host::new`] starts.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The compile cache's folder (none: compile at every start).
+    pub cache_dir: Option<PathBuf>,
+    /// Serve the manifest's components even where a later deploy is
+    /// recorded in the data folder (`cyclone up`, which has just built them).
+    pub ignore_deployed: bool,
 }
 
 /// A host ready to serve a manifest: engine built, components compiled and linked.
@@ -100,16 +115,21 @@ pub struct Host {
 }
 
 impl Host {
-    /// Builds the engine and loads every app of `manifest`, using the compile
-    /// cache in `cache_dir` (none when `None`).
-    pub fn new(manifest: Manifest, cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
+    /// Builds the engine and loads every app of `manifest`, as `options` say.
+    pub fn new(manifest: Manifest, options: &Options) -> Result<Self, StartError> {
         limits::check_map_count(manifest.server.max_instances).map_err(StartError::Capacity)?;
         let engine = engine::new_engine(&manifest.server, manifest.max_memory_bytes())
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
         limits::start_epoch_ticker(&engine);
-        let cache = ComponentCache::new(cache_dir);
+        let cache = ComponentCache::new(options.cache_dir.clone());
         let shared = app::SharedState::open(&manifest).map_err(StartError::State)?;
-        let deployments = Arc::new(deploy::Deployments::new(&manifest, engine, cache, shared)?);
+        let deployments = Arc::new(deploy::Deployments::new(
+            &manifest,
+            engine,
+            cache,
+            shared,
+            options.ignore_deployed,
+        )?);
         let dispatcher = Arc::new(Dispatcher::new(deployments.routes(), &manifest.server));
         Ok(Self {
             manifest,
@@ -154,6 +174,13 @@ impl Host {
                 shutdown.clone(),
             )?;
         }
-        server::run(listeners, self.dispatcher, shutdown, &self.manifest.server)
+        let tls = self.deployments.certificate().map(|c| c.acceptor());
+        server::run(
+            listeners,
+            self.dispatcher,
+            shutdown,
+            &self.manifest.server,
+            tls,
+        )
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cyclone_host::Host;
 use cyclone_host::config::Manifest;
+use cyclone_host::dev;
 use cyclone_host::engine::ComponentCache;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -35,19 +36,52 @@ enum Command {
     /// Log verbosity follows CYCLONE_LOG (e.g. `debug`, `cyclone_host=trace`);
     /// CYCLONE_LOG_FORMAT=json writes one JSON object per line.
     Serve {
-        /// A `.wasm` component, or a `cyclone.toml` manifest.
+        /// A `.wasm` component, a `cyclone.toml` manifest, or the folder holding one.
         #[arg(default_value = "cyclone.toml")]
         path: PathBuf,
-        /// Address to listen on; port 0 picks a free port. Overrides the
-        /// manifest's `server.listen` (default 127.0.0.1:8080).
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<SocketAddr>,
-        /// Folder for compiled components [default: $XDG_CACHE_HOME/cyclone or ~/.cache/cyclone].
-        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-        cache_dir: Option<PathBuf>,
-        /// Compile components at every start instead of caching them.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Write a new guest crate that builds and serves as it is.
+    ///
+    /// NAME is the crate's name and its new folder. The crate depends on
+    /// the cyclone SDK by path: the `guest-sdk` folder of the checkout this
+    /// binary was built from, or --sdk.
+    New {
+        /// The crate's name (and folder).
+        name: String,
+        /// What it starts as: one handler function (`http`), an
+        /// `Application` with routes (`app`), or a websocket echo with a
+        /// page (`websocket`).
+        #[arg(long, value_enum, default_value = "http")]
+        template: Template,
+        /// The SDK's folder (`guest-sdk` in a cyclone checkout).
+        #[arg(long, value_name = "DIR", env = "CYCLONE_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build every app of a manifest that says how (`[apps.NAME] build`, or
+    /// cargo for a Rust crate's folder).
+    ///
+    /// Installs the wasm32-wasip2 target first when rustup is there and
+    /// the toolchain lacks it.
+    Build {
+        /// A `cyclone.toml` manifest, or the folder holding one.
+        #[arg(default_value = "cyclone.toml")]
+        manifest: PathBuf,
+    },
+    /// Build, then serve (see `serve`). The freshly built components are
+    /// served even where a later deploy is recorded in the data folder.
+    Up {
+        /// A `cyclone.toml` manifest, or the folder holding one.
+        #[arg(default_value = "cyclone.toml")]
+        manifest: PathBuf,
+        /// Rebuild an app when its sources change and deploy it into the
+        /// running host (sessions and requests in flight are kept); a failed
+        /// build leaves the running version serving.
         #[arg(long)]
-        no_cache: bool,
+        watch: bool,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Deploy a component as the new version of an app, in the running host.
     ///
@@ -83,6 +117,39 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// How to serve.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port. Overrides the
+    /// manifest's `server.listen` (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Folder for compiled components [default: $XDG_CACHE_HOME/cyclone or ~/.cache/cyclone].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile components at every start instead of caching them.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl ServeArgs {
+    fn cache_dir(self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            self.cache_dir.or_else(ComponentCache::default_dir)
+        }
+    }
+}
+
+/// `cyclone new --template`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Template {
+    Http,
+    App,
+    Websocket,
 }
 
 /// Where the admin API is.
@@ -126,42 +193,100 @@ fn main() -> ExitCode {
         // Kernels without THP support refuse, and then there is nothing to turn off.
         tracing::debug!("could not turn off transparent huge pages: {e}");
     }
-    match cli.command {
-        Command::Serve {
-            path,
-            listen,
-            cache_dir,
-            no_cache,
+    let outcome = match cli.command {
+        Command::Serve { path, serve: args } => {
+            let listen = args.listen;
+            serve(&manifest_path(path), listen, args.cache_dir(), Mode::Serve)
+        }
+        Command::New {
+            name,
+            template,
+            sdk,
+        } => new(&name, template, sdk),
+        Command::Build { manifest } => build(&manifest_path(manifest)).map(drop),
+        Command::Up {
+            manifest,
+            watch,
+            serve: args,
         } => {
-            let cache_dir = if no_cache {
-                None
-            } else {
-                cache_dir.or_else(ComponentCache::default_dir)
-            };
-            match serve(&path, listen, cache_dir) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let manifest = manifest_path(manifest);
+            build(&manifest).and_then(|steps| {
+                let listen = args.listen;
+                let watch = watch.then_some(steps);
+                serve(&manifest, listen, args.cache_dir(), Mode::Up { watch })
+            })
         }
         Command::Deploy {
             app,
             component,
             admin,
-        } => admin_call(
-            &admin,
-            "PUT",
-            &format!("/apps/{app}/component"),
-            Some(&component),
-        ),
-        Command::Apps { admin } => admin_call(&admin, "GET", "/apps", None),
-        Command::Reload { admin } => admin_call(&admin, "POST", "/reload", None),
+        } => {
+            return admin_call(
+                &admin,
+                "PUT",
+                &format!("/apps/{app}/component"),
+                Some(&component),
+            );
+        }
+        Command::Apps { admin } => return admin_call(&admin, "GET", "/apps", None),
+        Command::Reload { admin } => return admin_call(&admin, "POST", "/reload", None),
         Command::Rollback { app, admin } => {
-            admin_call(&admin, "POST", &format!("/apps/{app}/rollback"), None)
+            return admin_call(&admin, "POST", &format!("/apps/{app}/rollback"), None);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// A manifest's path: `path`, or `path/cyclone.toml` when it is a folder.
+fn manifest_path(path: PathBuf) -> PathBuf {
+    if path.is_dir() {
+        path.join("cyclone.toml")
+    } else {
+        path
+    }
+}
+
+fn new(name: &str, template: Template, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    let sdk = sdk.or_else(dev::new::bundled_sdk).context(
+        "cannot find the cyclone SDK: pass --sdk DIR (or set CYCLONE_SDK) with the guest-sdk folder of a cyclone checkout",
+    )?;
+    let template = match template {
+        Template::Http => dev::new::Template::Http,
+        Template::App => dev::new::Template::App,
+        Template::Websocket => dev::new::Template::Websocket,
+    };
+    let dir = PathBuf::from(name);
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("NAME must end in a folder name")?;
+    let files = dev::new::create(&dir, name, template, &sdk).map_err(anyhow::Error::msg)?;
+    for file in files {
+        println!("created {}", file.display());
+    }
+    println!(
+        "\nBuild and serve it on http://127.0.0.1:8080:\n\n    cd {} && cyclone up\n",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Runs the build steps of the manifest at `path`; returns them.
+fn build(path: &Path) -> anyhow::Result<Vec<dev::Step>> {
+    let manifest = Manifest::load(path)?;
+    let folder = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let steps = dev::plan(&manifest, &folder);
+    dev::build_all(&steps).map_err(anyhow::Error::msg)?;
+    Ok(steps)
 }
 
 /// One admin API call; prints the answer's body, exits 1 unless it is a 2xx.
@@ -286,10 +411,22 @@ fn raise_open_file_limit() {
     }
 }
 
+/// How `serve` starts.
+enum Mode {
+    /// `cyclone serve`: a restart serves what was deployed last.
+    Serve,
+    /// `cyclone up`: the manifest's components were just built and are
+    /// served; with build steps to watch, they are rebuilt and deployed as
+    /// their sources change.
+    Up { watch: Option<Vec<dev::Step>> },
+}
+
+/// Serves the component or manifest at `path` until SIGINT or SIGTERM.
 fn serve(
     path: &Path,
     listen: Option<SocketAddr>,
     cache_dir: Option<PathBuf>,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let bare = path.extension().is_some_and(|ext| ext == "wasm");
     let manifest = if bare {
@@ -298,7 +435,13 @@ fn serve(
         Manifest::load(path)?
     };
     raise_open_file_limit();
-    let host = Host::new(manifest, cache_dir)?;
+    let host = Host::new(
+        manifest,
+        &cyclone_host::Options {
+            cache_dir,
+            ignore_deployed: matches!(mode, Mode::Up { .. }),
+        },
+    )?;
     let deployments = host.deployments();
     if !bare {
         deployments.set_manifest_path(path.to_owned());
@@ -361,7 +504,20 @@ fn serve(
         })
         .context("starting the signal thread")?;
 
-    println!("cyclone listening on http://{addr}");
+    let scheme = if host.deployments().certificate().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Mode::Up { watch: Some(steps) } = mode {
+        let deployments = host.deployments();
+        let stopped = stopped.clone();
+        std::thread::Builder::new()
+            .name("cyclone-watch".into())
+            .spawn(move || dev::watch(steps, deployments, stopped))
+            .context("starting the watch thread")?;
+    }
+    println!("cyclone listening on {scheme}://{addr}");
     host.run(listeners, admin, stopped).context("serving")?;
     tracing::info!("stopped");
     Ok(())

@@ -24,6 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatcher;
@@ -62,6 +64,7 @@ pub fn run(
     dispatcher: Arc<Dispatcher>,
     shutdown: watch::Receiver<bool>,
     config: &ServerConfig,
+    tls: Option<TlsAcceptor>,
 ) -> io::Result<()> {
     let workers = listeners
         .into_iter()
@@ -70,6 +73,7 @@ pub fn run(
             let dispatcher = dispatcher.clone();
             let shutdown = shutdown.clone();
             let config = config.clone();
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("cyclone-worker-{index}"))
                 .spawn(move || -> io::Result<()> {
@@ -78,7 +82,7 @@ pub fn run(
                         .build()?;
                     runtime.block_on(async {
                         let listener = TcpListener::from_std(listener)?;
-                        serve(listener, dispatcher, shutdown, &config).await;
+                        serve(listener, dispatcher, shutdown, &config, tls).await;
                         io::Result::Ok(())
                     })
                 })
@@ -97,8 +101,9 @@ async fn serve(
     dispatcher: Arc<Dispatcher>,
     mut shutdown: watch::Receiver<bool>,
     config: &ServerConfig,
+    tls: Option<TlsAcceptor>,
 ) {
-    let protocols = Arc::new(Protocols::new(config));
+    let protocols = Arc::new(Protocols::new(config, tls));
     let connections = OpenCount::default();
     loop {
         let (stream, peer) = tokio::select! {
@@ -155,10 +160,21 @@ struct Protocols {
     h2: http2::Builder<TokioExecutor>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// Set when the server speaks HTTPS.
+    tls: Option<TlsAcceptor>,
+}
+
+/// A request that arrived over TLS carries this extension.
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
+/// Whether `req` arrived over TLS.
+pub fn is_secure<B>(req: &Request<B>) -> bool {
+    req.extensions().get::<Secure>().is_some()
 }
 
 impl Protocols {
-    fn new(config: &ServerConfig) -> Self {
+    fn new(config: &ServerConfig, tls: Option<TlsAcceptor>) -> Self {
         let mut h1 = http1::Builder::new();
         // A request head past max_header_kb is answered 431 by hyper, however
         // its bytes arrived (the buffer cap alone is only checked between
@@ -180,22 +196,25 @@ impl Protocols {
             h2,
             header_read_timeout: config.header_read_timeout(),
             idle_timeout: config.idle_timeout(),
+            tls,
         }
     }
 
     /// Serves one connection until the client leaves or, after `stop` turns
     /// true, until its request in flight is answered.
     ///
-    /// The client has `header_read_timeout` from `accepted` to send its first
+    /// The client has `header_read_timeout` from `accepted` to finish the
+    /// TLS handshake (when the server speaks HTTPS) and send its first
     /// request head, however it spends it (silent, or sending a byte at a
     /// time); later heads on a kept-alive HTTP/1.1 connection get their own
     /// `header_read_timeout` from hyper.
     ///
-    /// The protocol is told by peeking at the first bytes, so hyper's first
-    /// read gets the whole request head into one 8 KiB buffer (reading a
-    /// prefix first makes hyper grow that buffer to 16 KiB for the
-    /// connection's lifetime). Only a client whose first bytes look like the
-    /// start of the HTTP/2 preface and stop short has them read and replayed.
+    /// Over TLS, ALPN tells the protocol. In plain text it is told by
+    /// peeking at the first bytes, so hyper's first read gets the whole
+    /// request head into one 8 KiB buffer (reading a prefix first makes
+    /// hyper grow that buffer to 16 KiB for the connection's lifetime). Only
+    /// a client whose first bytes look like the start of the HTTP/2 preface
+    /// and stop short has them read and replayed.
     async fn serve(
         &self,
         stream: TcpStream,
@@ -204,16 +223,52 @@ impl Protocols {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), hyper::Error> {
         let head_deadline = accepted + self.header_read_timeout;
-        let (h2, io) = tokio::select! {
-            sniffed = tokio::time::timeout_at(head_deadline, sniff(stream)) => {
-                match sniffed {
-                    Ok(Ok(pair)) => pair,
-                    // Silent past the header read timeout, or gone.
+        let opened = async {
+            match &self.tls {
+                // Boxed: the handshake's state is large and short-lived.
+                Some(acceptor) => Box::pin(acceptor.accept(stream)).await.map(|tls| {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    Opened::Tls(h2, Box::new(tls))
+                }),
+                None => sniff(stream).await.map(|(h2, io)| Opened::Plain(h2, io)),
+            }
+        };
+        let opened = tokio::select! {
+            opened = tokio::time::timeout_at(head_deadline, opened) => {
+                match opened {
+                    Ok(Ok(opened)) => opened,
+                    // Silent past the header read timeout, gone, or not TLS.
                     _ => return Ok(()),
                 }
             }
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
         };
+        match opened {
+            Opened::Plain(h2, io) => {
+                self.serve_io(io, h2, false, accepted, dispatcher, stop)
+                    .await
+            }
+            Opened::Tls(h2, io) => {
+                self.serve_io(io, h2, true, accepted, dispatcher, stop)
+                    .await
+            }
+        }
+    }
+
+    /// Serves HTTP/2 (`h2`) or HTTP/1.1 on an open connection.
+    async fn serve_io<I>(
+        &self,
+        io: I,
+        h2: bool,
+        secure: bool,
+        accepted: Instant,
+        dispatcher: Arc<Dispatcher>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), hyper::Error>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let head_deadline = accepted + self.header_read_timeout;
         let activity = Arc::new(Activity::new(accepted));
         let service = hyper::service::service_fn({
             let activity = activity.clone();
@@ -224,7 +279,10 @@ impl Protocols {
                 let too_many = req.headers().len() > MAX_HEADERS;
                 // Boxed before the async block, which would otherwise hold a
                 // second copy of it next to the one in `handle`'s future.
-                let req = Box::new(detach_head(req));
+                let mut req = Box::new(detach_head(req));
+                if secure {
+                    req.extensions_mut().insert(Secure);
+                }
                 let dispatcher = dispatcher.clone();
                 async move {
                     let _busy = busy;
@@ -260,6 +318,13 @@ impl Protocols {
                 .unwrap_or(Ok(()))
         }
     }
+}
+
+/// A connection ready for HTTP: whether it speaks HTTP/2, and its stream.
+enum Opened {
+    Plain(bool, Replay),
+    /// Boxed: TLS state is large, and most servers speak plain HTTP.
+    Tls(bool, Box<TlsStream<TcpStream>>),
 }
 
 /// Tells HTTP/2 prior knowledge from HTTP/1.1 by the connection's first

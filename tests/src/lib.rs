@@ -48,7 +48,7 @@ pub fn cyclone_bin() -> PathBuf {
 /// Entries name the engine and component they were made for, and are
 /// written to a temporary file and renamed, so concurrent servers can share
 /// it; tests about the cache itself use folders of their own.
-fn shared_cache() -> &'static Path {
+pub fn shared_cache() -> &'static Path {
     static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CACHE.get_or_init(|| {
         let dir = cyclone_bin()
@@ -135,13 +135,24 @@ impl Cyclone {
     /// Like [`Cyclone::serve`], with the compile cache in `cache` and `env`
     /// added to the server's environment.
     pub fn start(path: impl AsRef<OsStr>, cache: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(cyclone_bin())
+        let mut command = Command::new(cyclone_bin());
+        command
             .arg("serve")
             .arg(path)
             .args(["--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(cache)
-            .env("CYCLONE_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::launch(command)
+    }
+
+    /// Runs `command` (a `cyclone` command line that serves, such as `up`
+    /// with `--listen 127.0.0.1:0`), logging at `info`, until it says where
+    /// it listens.
+    pub fn launch(mut command: Command) -> Self {
+        if !command.get_envs().any(|(key, _)| key == "CYCLONE_LOG") {
+            command.env("CYCLONE_LOG", "info");
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -181,6 +192,7 @@ impl Cyclone {
         };
         let addr = line
             .strip_prefix("cyclone listening on http://")
+            .or_else(|| line.strip_prefix("cyclone listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
         let agent = ureq::Agent::config_builder()

@@ -107,6 +107,36 @@ pub struct AppConfig {
     /// (default 256).
     #[serde(default = "defaults::pubsub_buffer")]
     pub pubsub_buffer: usize,
+    /// How `cyclone build` and `cyclone up` make the component: a shell
+    /// command run in the manifest's folder, or `{ command = "…", workdir =
+    /// "…", watch = ["src", "Cargo.toml"] }`. Default, when the manifest's
+    /// folder holds a `Cargo.toml`: `cargo build --profile guest --target
+    /// wasm32-wasip2` there; otherwise the component is used as it is.
+    /// `cyclone up --watch` rebuilds when a file under `watch` changes
+    /// (default: the working folder, but for `target` and hidden folders).
+    /// The host's `serve` ignores it.
+    #[serde(default)]
+    pub build: Option<Build>,
+}
+
+/// `[apps.NAME] build`: how to make the component.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Build {
+    /// A shell command run in the manifest's folder.
+    Command(String),
+    /// A command with its working folder and the files that trigger a rebuild.
+    Table {
+        /// The shell command.
+        command: String,
+        /// Where it runs, relative to the manifest's folder (default: that folder).
+        workdir: Option<PathBuf>,
+        /// Files and folders whose changes trigger a rebuild under `cyclone
+        /// up --watch`, relative to `workdir` (default: all of `workdir`
+        /// but `target` and hidden folders).
+        #[serde(default)]
+        watch: Vec<PathBuf>,
+    },
 }
 
 /// Defaults of per-app fields.
@@ -175,6 +205,7 @@ impl AppConfig {
             max_log_lines_per_sec: defaults::max_log_lines_per_sec(),
             pubsub_history: 0,
             pubsub_buffer: defaults::pubsub_buffer(),
+            build: None,
         }
     }
 

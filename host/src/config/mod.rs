@@ -37,9 +37,9 @@ mod state;
 
 pub use admin::AdminConfig;
 pub use allowed_hosts::AllowedHosts;
-pub use app::{AppConfig, Variable};
+pub use app::{AppConfig, Build, Variable};
 pub use route::{Route, RouteError, RoutePattern};
-pub use server::ServerConfig;
+pub use server::{ServerConfig, TlsFiles};
 pub use state::{DEFAULT_STORE, PubSubBackend, PubSubConfig, StoreBackend, StoreConfig};
 
 /// The default address the server binds.
@@ -137,6 +137,10 @@ impl Manifest {
                 .unwrap_or(Path::new(server::DEFAULT_DATA_DIR)),
         );
         manifest.server.data_dir = Some(data_dir.clone());
+        if let Some(tls) = &mut manifest.server.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+        }
         for (name, store) in &mut manifest.key_value {
             state::check_store_name(name)?;
             store.resolve(name, base, &data_dir, env)?;

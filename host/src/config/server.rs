@@ -56,6 +56,21 @@ pub struct ServerConfig {
     /// `default` key-value store, relative to the manifest's folder
     /// (default `.cyclone/data`). After loading it is set and absolute.
     pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS: `tls = { cert = "cert.pem", key = "key.pem" }`, PEM
+    /// files relative to the manifest's folder (the certificate chain, leaf
+    /// first, and its private key). HTTP/2 and HTTP/1.1 share the port,
+    /// chosen by ALPN. SIGHUP reads both files again. Default: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the server's certificate: `[server] tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `data_dir` when the manifest does not set it, relative to its folder.
@@ -78,6 +93,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 10_000,
             max_buffered_body_kb: 256 * 1024,
             data_dir: None,
+            tls: None,
         }
     }
 }

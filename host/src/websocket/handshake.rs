@@ -52,8 +52,8 @@ pub(crate) fn check(
 }
 
 /// Whether a page from `req`'s `Origin` may open a session: no `Origin`
-/// (not a browser), the request's own origin (scheme `http`, host and
-/// port, as cyclone serves plain HTTP), or a listed origin. Two
+/// (not a browser), the request's own origin (its scheme, `https` over TLS
+/// and `http` otherwise, host and port), or a listed origin. Two
 /// `Origin` headers are refused: which one a browser meant is unknown.
 fn origin_allowed(allowed_origins: &[String], req: &hyper::Request<Incoming>) -> bool {
     let mut origins = req.headers().get_all(header::ORIGIN).iter();
@@ -80,7 +80,14 @@ fn origin_allowed(allowed_origins: &[String], req: &hyper::Request<Incoming>) ->
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     match (
         Origin::parse(&origin),
-        host.and_then(|h| Origin::parse(&format!("http://{h}"))),
+        host.and_then(|h| {
+            let scheme = if crate::server::is_secure(req) {
+                "https"
+            } else {
+                "http"
+            };
+            Origin::parse(&format!("{scheme}://{h}"))
+        }),
     ) {
         (Some(origin), Some(own)) => origin == own,
         _ => false,

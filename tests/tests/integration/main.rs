@@ -4,11 +4,13 @@
 mod browser;
 mod chat;
 mod deploy;
+mod dev;
 mod hardening;
 mod limits;
 mod scale_out;
 mod serve;
 mod state;
+mod tls;
 mod tour;
 mod websocket_edges;
 mod websockets;

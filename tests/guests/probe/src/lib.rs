@@ -1,4 +1,5 @@
-//! A test guest exercising the host: `/echo`, `/sleep?ms=N`, `/log[?n=N]`, `/panic`,
+//! A test guest exercising the host: `/echo`, `/uri` (the request's URI as
+//! the guest sees it, scheme and authority included), `/sleep?ms=N`, `/log[?n=N]`, `/panic`,
 //! `/internal` (an `HttpError` with a detail meant only for the log) and
 //! `/variable?name=N` (an app variable's value) and
 //! `/fetch?url=U[&host=H][&between_ms=N]` (an outbound GET, optionally with a
@@ -22,6 +23,7 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
             req.query().unwrap_or(""),
             req.text()?
         ))),
+        "/uri" => Ok(Response::text(req.uri().to_string())),
         "/sleep" => {
             let ms: u64 = req
                 .query()
