@@ -66,7 +66,9 @@ pub fn start(
                         accepted = listener.accept() => match accepted {
                             Ok(accepted) => accepted,
                             Err(e) => {
+                                // Usually out of file descriptors: back off instead of spinning.
                                 tracing::warn!("admin API: accept failed: {e}");
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                                 continue;
                             }
                         },

@@ -19,6 +19,17 @@ use crate::limits::{self, Admission, CpuClock};
 use crate::metrics::METRICS;
 use crate::response::{Response, internal_error, unavailable};
 
+/// A request that arrived over TLS carries this extension (the server
+/// marks it): its guest sees the scheme `https`, and a websocket handshake's
+/// own origin is `https://HOST`.
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
+/// Whether `req` arrived over TLS.
+pub fn is_secure<B>(req: &http::Request<B>) -> bool {
+    req.extensions().get::<Secure>().is_some()
+}
+
 /// One deployed component, ready to instantiate, with its limits.
 pub struct App {
     caps: Arc<AppCapabilities>,

@@ -280,20 +280,20 @@ impl Deployments {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
         let old = &self.started;
         let mut needs_restart = Vec::new();
-        // New certificate files (or the same files renewed) are read now;
-        // turning HTTPS on or off takes a restart.
-        // Read before anything changes: a bad file refuses the reload.
+        // Certificate files, new or renewed, are read at every reload, before
+        // anything changes (a bad file refuses the reload); only turning
+        // HTTPS on or off takes a restart, so the paths are not a change.
+        let mut server = manifest.server.clone();
         let certificate = match (&self.certificate, &manifest.server.tls) {
-            (Some(certificate), Some(files)) => Some((certificate, crate::tls::read(files)?)),
+            (Some(certificate), Some(files)) => {
+                server.tls.clone_from(&old.server.tls);
+                Some((certificate, crate::tls::read(files)?))
+            }
             _ => None,
         };
-        if manifest.server != old.server {
-            let changes = server_changes(&old.server, &manifest.server);
-            let without_tls = |server: &ServerConfig| ServerConfig {
-                tls: None,
-                ..server.clone()
-            };
-            if changes.is_empty() && without_tls(&old.server) != without_tls(&manifest.server) {
+        if server != old.server {
+            let changes = server_changes(&old.server, &server);
+            if changes.is_empty() {
                 needs_restart.push("server".to_owned());
             }
             needs_restart.extend(changes);
@@ -583,18 +583,14 @@ impl Deployments {
 
     fn deploy_inner(&self, name: &str, bytes: &[u8]) -> Result<AppStatus, DeployError> {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
-        let (config, number) = {
-            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-            let deployed = apps
-                .get(name)
-                .ok_or_else(|| DeployError::NoSuchApp(name.to_owned()))?;
+        let (config, number) = self.with_app(name, |deployed| {
             let newest = deployed
                 .live
                 .version
                 .number
                 .max(deployed.previous.as_ref().map_or(0, |p| p.number));
-            (deployed.config.clone(), newest + 1)
-        };
+            Ok((deployed.config.clone(), newest + 1))
+        })?;
         crate::engine::check_component_header(bytes)
             .map_err(|what| DeployError::Unusable(format!("not a component: {what}")))?;
         let sha256 = sha256_hex(bytes);
@@ -624,6 +620,19 @@ impl Deployments {
         self.go_live(name, &config, version)
     }
 
+    /// `read` of app `name`'s versions, under the apps' lock.
+    fn with_app<R>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&Deployed) -> Result<R, DeployError>,
+    ) -> Result<R, DeployError> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let deployed = apps
+            .get(name)
+            .ok_or_else(|| DeployError::NoSuchApp(name.to_owned()))?;
+        read(deployed)
+    }
+
     /// Puts the previous version of app `name` back live.
     pub fn rollback(&self, name: &str) -> Result<AppStatus, DeployError> {
         let outcome = self.rollback_inner(name);
@@ -633,17 +642,13 @@ impl Deployments {
 
     fn rollback_inner(&self, name: &str) -> Result<AppStatus, DeployError> {
         let _one_at_a_time = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
-        let (config, previous) = {
-            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-            let deployed = apps
-                .get(name)
-                .ok_or_else(|| DeployError::NoSuchApp(name.to_owned()))?;
+        let (config, previous) = self.with_app(name, |deployed| {
             let previous = deployed
                 .previous
                 .clone()
                 .ok_or_else(|| DeployError::NoPrevious(name.to_owned()))?;
-            (deployed.config.clone(), previous)
-        };
+            Ok((deployed.config.clone(), previous))
+        })?;
         let version = Version {
             deployed_at: now(),
             ..previous
@@ -744,9 +749,6 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<String> {
     fields
         .into_iter()
         .filter(|field| old.get(*field) != new.get(*field))
-        // Certificate files are read again at every reload; only turning
-        // HTTPS on or off needs a restart.
-        .filter(|field| *field != "tls" || old.contains_key("tls") != new.contains_key("tls"))
         .map(|field| format!("server.{field}"))
         .collect()
 }

@@ -87,7 +87,7 @@ pub(crate) async fn handle(
     // Only a streamed body can go over the cap once the guest runs; the
     // flag that says so is allocated for those alone.
     let mut body_over_cap = None;
-    let scheme = if crate::server::is_secure(&*req) {
+    let scheme = if crate::app::is_secure(&*req) {
         Scheme::Https
     } else {
         Scheme::Http

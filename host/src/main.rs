@@ -54,7 +54,7 @@ enum Command {
         /// `Application` with routes (`app`), or a websocket echo with a
         /// page (`websocket`).
         #[arg(long, value_enum, default_value = "http")]
-        template: Template,
+        template: dev::new::Template,
         /// The SDK's folder (`guest-sdk` in a cyclone checkout).
         #[arg(long, value_name = "DIR", env = "CYCLONE_SDK")]
         sdk: Option<PathBuf>,
@@ -142,14 +142,6 @@ impl ServeArgs {
             self.cache_dir.or_else(ComponentCache::default_dir)
         }
     }
-}
-
-/// `cyclone new --template`.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Template {
-    Http,
-    App,
-    Websocket,
 }
 
 /// Where the admin API is.
@@ -252,15 +244,10 @@ fn manifest_path(path: PathBuf) -> PathBuf {
     }
 }
 
-fn new(name: &str, template: Template, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+fn new(name: &str, template: dev::new::Template, sdk: Option<PathBuf>) -> anyhow::Result<()> {
     let sdk = sdk.or_else(dev::new::bundled_sdk).context(
         "cannot find the cyclone SDK: pass --sdk DIR (or set CYCLONE_SDK) with the guest-sdk folder of a cyclone checkout",
     )?;
-    let template = match template {
-        Template::Http => dev::new::Template::Http,
-        Template::App => dev::new::Template::App,
-        Template::Websocket => dev::new::Template::Websocket,
-    };
     let dir = PathBuf::from(name);
     let name = dir
         .file_name()

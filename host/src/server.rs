@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::app::Secure;
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatcher;
 use crate::drain::OpenCount;
@@ -164,15 +165,6 @@ struct Protocols {
     tls: Option<TlsAcceptor>,
 }
 
-/// A request that arrived over TLS carries this extension.
-#[derive(Debug, Clone, Copy)]
-pub struct Secure;
-
-/// Whether `req` arrived over TLS.
-pub fn is_secure<B>(req: &Request<B>) -> bool {
-    req.extensions().get::<Secure>().is_some()
-}
-
 impl Protocols {
     fn new(config: &ServerConfig, tls: Option<TlsAcceptor>) -> Self {
         let mut h1 = http1::Builder::new();
@@ -255,7 +247,7 @@ impl Protocols {
         }
     }
 
-    /// Serves HTTP/2 (`h2`) or HTTP/1.1 on an open connection.
+    /// Serves HTTP/2 (`h2`) or HTTP/1.1 on a connection accepted at `accepted`.
     async fn serve_io<I>(
         &self,
         io: I,

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// What the new crate starts as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the new crate starts as (`cyclone new --template`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Template {
     /// One handler function answering every request.
     Http,

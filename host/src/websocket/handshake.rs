@@ -81,7 +81,7 @@ fn origin_allowed(allowed_origins: &[String], req: &hyper::Request<Incoming>) ->
     match (
         Origin::parse(&origin),
         host.and_then(|h| {
-            let scheme = if crate::server::is_secure(req) {
+            let scheme = if crate::app::is_secure(req) {
                 "https"
             } else {
                 "http"
