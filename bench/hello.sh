@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Hello-world throughput with a fresh instance per request: cyclone against
-# native hyper and `wasmtime serve` (defaults, and with tuned pooling flags),
-# in one run, alternating the servers each round. Writes the table to
-# bench/RESULTS.md (between the "hello" markers) and prints it.
+# Hello-world throughput: cyclone against native hyper and `wasmtime serve`,
+# in one run, alternating the servers each round. WASI 0.2: examples/hello
+# with a fresh instance per request, on cyclone and on `wasmtime serve`
+# (defaults, and with tuned pooling flags). WASI 0.3: a Spin SDK 7 hello
+# (tests/guests/spin3-hello) on cyclone, fresh and with instance reuse, and
+# on `wasmtime serve` (which reuses 0.3 instances by default). Writes the
+# table to bench/RESULTS.md (between the "hello" markers) and prints it.
 #
 # Usage: bench/hello.sh            (env: ROUNDS=3 DURATION=10 CONNECTIONS=64 WRK_THREADS=2)
 # Needs wrk (installed with apt-get when missing and run as root) and
@@ -21,8 +24,10 @@ need_wasmtime
 
 cd "$root"
 cargo build --quiet --release -p cyclone-host -p hyper-hello
-cargo build --quiet --profile guest --target wasm32-wasip2 -p hello
+cargo build --quiet --profile guest --target wasm32-wasip2 -p hello -p spin3-hello
 hello="$root/target/wasm32-wasip2/guest/hello.wasm"
+hello3="$root/target/wasm32-wasip2/guest/spin3_hello.wasm"
+printf '[apps.hello]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n' "$hello3" >"$work/reuse.toml"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 # Each branch execs, so $! is the server itself and `kill` stops it.
@@ -38,18 +43,26 @@ start() {
                 -O pooling-memory-keep-resident=2097152 \
                 -O pooling-table-keep-resident=65536 \
                 -O pooling-pagemap-scan=y "$hello" ;;
+        cyclone-p3) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello3" ;;
+        cyclone-p3-reuse) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/reuse.toml" ;;
+        wasmtime-serve-p3)
+            exec "$wasmtime" serve -Scli -Sp3 -Wcomponent-model-async --addr "127.0.0.1:$port" "$hello3" ;;
     esac >"$work/$1.log" 2>&1 &
     server_pid=$!
     wait_url "http://127.0.0.1:$port/"
 }
 
-servers=(hyper cyclone wasmtime-serve wasmtime-serve-tuned)
+servers=(hyper cyclone wasmtime-serve wasmtime-serve-tuned cyclone-p3 cyclone-p3-reuse wasmtime-serve-p3)
 for round in $(seq 1 "$ROUNDS"); do
     for name in "${servers[@]}"; do
         port=$(free_port)
         start "$name" "$port"
         url="http://127.0.0.1:$port/"
-        [ "$(curl -s "$url")" = "Hello, world!" ] || { echo "bench: $name answered wrong" >&2; exit 1; }
+        case $name in
+            *p3*) expected="hello from spin-sdk 7 on GET" ;;
+            *) expected="Hello, world!" ;;
+        esac
+        [ "$(curl -s "$url")" = "$expected" ] || { echo "bench: $name answered wrong" >&2; exit 1; }
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$url" >/dev/null
         cpu_before=$(cpu_ticks "$server_pid")
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" >"$work/wrk.out"
@@ -72,20 +85,22 @@ rows = {}
 for line in open(sys.argv[1]):
     name, rnd, rps, p50, p99, cpu, *err = line.split(maxsplit=6)
     rows.setdefault(name, []).append((float(rps), p50, p99, " ".join(err).strip(), float(cpu)))
-hyper = statistics.median(r[0] for r in rows["hyper"])
-serve = statistics.median(r[0] for r in rows["wasmtime-serve"])
-tuned = statistics.median(r[0] for r in rows["wasmtime-serve-tuned"])
-print("| server | req/s (median) | p50 | p99 | server CPU per request | vs hyper | vs `wasmtime serve` | vs tuned `wasmtime serve` | all rounds (req/s) | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
-for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned"]:
+median = lambda name: statistics.median(r[0] for r in rows[name])
+hyper = median("hyper")
+print("| server | WASI | req/s (median) | p50 | p99 | server CPU per request | vs hyper | vs `wasmtime serve` on the same component | all rounds (req/s) | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned", "cyclone-p3", "cyclone-p3-reuse", "wasmtime-serve-p3"]:
     runs = sorted(rows[name], key=lambda r: r[0])
     med = runs[len(runs) // 2]
-    print(f"| {name} | {med[0]:,.0f} | {med[1]} | {med[2]} | {med[4]:.1f} µs | {med[0]/hyper:.2f}x | {med[0]/serve:.2f}x | {med[0]/tuned:.2f}x "
+    wasi = "-" if name == "hyper" else ("0.3" if "p3" in name else "0.2")
+    serve = {"0.2": median("wasmtime-serve"), "0.3": median("wasmtime-serve-p3")}.get(wasi)
+    vs_serve = f"{med[0]/serve:.2f}x" if serve else "-"
+    print(f"| {name} | {wasi} | {med[0]:,.0f} | {med[1]} | {med[2]} | {med[4]:.1f} µs | {med[0]/hyper:.2f}x | {vs_serve} "
           f"| {', '.join(f'{r[0]:,.0f}' for r in rows[name])} | {med[3]} |")
 PY
 )
 
-header="Hello world, fresh instance per request: $(machine_line bench/hello.sh).
+header="Hello world: $(machine_line bench/hello.sh). WASI 0.2 rows serve \`examples/hello\` (cyclone-sdk) with a fresh instance per request; WASI 0.3 rows serve \`tests/guests/spin3-hello\` (Spin SDK 7, \`#[http_service]\`): cyclone-p3 with a fresh instance per request, cyclone-p3-reuse with \`instance_reuse = {}\` (128 requests per instance, 16 at once), wasmtime-serve-p3 with \`-Scli -Sp3 -Wcomponent-model-async\` and its default reuse.
 Server CPU per request = the server process's user + system time during the measured run / requests answered.
 wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION with \`-Scli\` (the component imports wasi:cli, as Rust std components do); tuned adds \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
 write_section hello "Hello world" "$header" "$table"

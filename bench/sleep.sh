@@ -2,7 +2,9 @@
 # Suspended requests: N concurrent `GET /sleep?ms=MS`, each on its own
 # connection, against cyclone (examples/limits), `wasmtime serve` (defaults,
 # and with its pool sized for N) and Tornado (`await asyncio.sleep`), one
-# after another in the same run. Counts successes and errors, requests/s and
+# after another in the same run; then a WASI 0.3 guest
+# (tests/guests/wasip3-probe) on cyclone, fresh and with instance reuse, and
+# on `wasmtime serve` (which reuses 0.3 instances by default). Counts successes and errors, requests/s and
 # the server's peak RSS. Writes the table to bench/RESULTS.md (between the
 # "sleep" markers) and prints it.
 #
@@ -22,6 +24,21 @@ python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornad
 cd "$root"
 pool=$((REQUESTS + 100))
 pooled_app limits "$pool" "timeout_ms = $((SLEEP_MS * 10))" "max_memory_mb = 16"
+cargo build --quiet --profile guest --target wasm32-wasip2 -p wasip3-probe
+probe="$root/target/wasm32-wasip2/guest/wasip3_probe.wasm"
+# p3_manifest FILE [LINE...]: the probe at every path, pooled as above.
+p3_manifest() {
+    local file=$1
+    shift
+    {
+        printf '[server]\nmax_instances = %s\nmax_queued = %s\n\n' "$pool" "$pool"
+        printf '[apps.probe]\ncomponent = "%s"\nroutes = ["/..."]\n' "$probe"
+        printf 'timeout_ms = %s\nmax_memory_mb = 16\n' "$((SLEEP_MS * 10))"
+        printf '%s\n' "$@"
+    } >"$work/$file"
+}
+p3_manifest p3.toml
+p3_manifest p3-reuse.toml "instance_reuse = {}"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 start() {
@@ -38,6 +55,10 @@ start() {
                 -O pooling-total-stacks=$pool \
                 -O pooling-max-memory-size=16777216 "$component" ;;
         tornado) exec python3 "$root/bench/tornado/server.py" "$port" ;;
+        cyclone-p3) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/p3.toml" ;;
+        cyclone-p3-reuse) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/p3-reuse.toml" ;;
+        wasmtime-serve-p3)
+            exec "$wasmtime" serve -Scli -Sp3 -Wcomponent-model-async --addr "127.0.0.1:$port" "$probe" ;;
     esac >"$work/$1.log" 2>&1 &
     server_pid=$!
     wait_url "http://127.0.0.1:$port/sleep?ms=1"
@@ -45,7 +66,7 @@ start() {
 
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
-for name in cyclone wasmtime-serve wasmtime-serve-sized tornado; do
+for name in cyclone wasmtime-serve wasmtime-serve-sized tornado cyclone-p3 cyclone-p3-reuse wasmtime-serve-p3; do
     port=$(free_port)
     start "$name" "$port"
     base=$(kib "$server_pid" VmRSS)
@@ -75,6 +96,6 @@ for line in open(sys.argv[1]):
 PY
 )
 header="$REQUESTS concurrent \`GET /sleep?ms=$SLEEP_MS\`, one connection each: $(machine_line bench/sleep.sh).
-Client: \`bench/loadgen\` (tokio + hyper) on the same machine, all requests started at once, 60 s timeout. Peak RSS is the server's VmHWM; RSS per request divides its growth over the idle server by $REQUESTS (for a server that did not hold all $REQUESTS at once, this understates its cost per request). PSS is sampled once a second from \`/proc/PID/smaps_rollup\`: it counts a page shared by many mappings once, where RSS counts it once per mapping — each cyclone instance maps its component's data pages (read-only ones shared by all instances, and the kernel maps a fault's neighbouring pages too), so RSS overstates what the instances cost. cyclone and \`wasmtime serve\` run \`examples/limits\` (a cyclone-sdk component); \`wasmtime serve\` with \`-Scli\`, and \"sized\" adds pooling flags for $((REQUESTS + 100)) instances with 16 MiB memories, as cyclone's manifest asks for. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, \`await asyncio.sleep\`. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
+Client: \`bench/loadgen\` (tokio + hyper) on the same machine, all requests started at once, 60 s timeout. Peak RSS is the server's VmHWM; RSS per request divides its growth over the idle server by $REQUESTS (for a server that did not hold all $REQUESTS at once, this understates its cost per request). PSS is sampled once a second from \`/proc/PID/smaps_rollup\`: it counts a page shared by many mappings once, where RSS counts it once per mapping — each cyclone instance maps its component's data pages (read-only ones shared by all instances, and the kernel maps a fault's neighbouring pages too), so RSS overstates what the instances cost. cyclone, \`wasmtime serve\` and \`wasmtime serve\`-sized run \`examples/limits\` (a cyclone-sdk component, WASI 0.2); the -p3 rows run \`tests/guests/wasip3-probe\` (the \`wasip3\` crate, WASI 0.3; \`/sleep\` awaits \`monotonic-clock.wait-for\`): cyclone-p3 with a fresh instance per request, cyclone-p3-reuse with \`instance_reuse = {}\` (16 requests at once per instance), wasmtime-serve-p3 with \`-Scli -Sp3 -Wcomponent-model-async\` and its default reuse; \`wasmtime serve\` with \`-Scli\`, and \"sized\" adds pooling flags for $((REQUESTS + 100)) instances with 16 MiB memories, as cyclone's manifest asks for. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, \`await asyncio.sleep\`. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
 write_section sleep "Suspended requests" "$header" "$table"
 echo "$table"

@@ -205,7 +205,9 @@ fn outcome_reply<T: serde::Serialize>(
         Ok(Err(e)) => {
             let status = match e {
                 DeployError::NoSuchApp(_) => StatusCode::NOT_FOUND,
-                DeployError::Unusable(_) | DeployError::NoPrevious(_) => StatusCode::BAD_REQUEST,
+                DeployError::Load(_) | DeployError::Unusable(_) | DeployError::NoPrevious(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 DeployError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             tracing::warn!("admin API: {}: {e}", status.as_u16());

@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Instance, InstancePre};
-use wasmtime::{Engine, Store, StoreLimits};
+use wasmtime::{Store, StoreLimits};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
 use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler::GuestIndices;
 use crate::capabilities::{AppCapabilities, HostState, linker_for};
 use crate::config::{AppConfig, Route, ServerConfig};
+use crate::engine::Wasi;
 use crate::limits::{self, Admission, CpuClock};
 use crate::metrics::METRICS;
 use crate::response::{Response, internal_error, unavailable};
@@ -33,7 +35,7 @@ pub fn is_secure<B>(req: &http::Request<B>) -> bool {
 /// One deployed component, ready to instantiate, with its limits.
 pub struct App {
     caps: Arc<AppCapabilities>,
-    pre: ProxyPre<HostState>,
+    pre: Handler,
     /// Set when the component exports `cyclone:platform/websocket-handler`.
     websocket: Option<WebSocketExport>,
     admission: Option<Arc<Admission>>,
@@ -52,6 +54,25 @@ pub struct App {
     pub max_body_bytes: u64,
     /// The guest reads the body as it arrives (`stream_request_body`).
     pub stream_body: bool,
+    /// A WASI 0.3 app's workers: its instances and the requests they serve.
+    pub(crate) workers: crate::service::Workers,
+}
+
+/// An app's pre-linked HTTP export, by WASI release.
+enum Handler {
+    /// `wasi:http/incoming-handler@0.2.x`.
+    P2(ProxyPre<HostState>),
+    /// `wasi:http/handler@0.3.x`.
+    P3(ServicePre<HostState>),
+}
+
+impl Handler {
+    fn instance_pre(&self) -> &InstancePre<HostState> {
+        match self {
+            Self::P2(pre) => pre.instance_pre(),
+            Self::P3(pre) => pre.instance_pre(),
+        }
+    }
 }
 
 /// What outlives requests and is shared between apps: the opened key-value
@@ -121,20 +142,22 @@ pub struct WebSocketExport {
 }
 
 impl App {
-    /// Links `component` and checks that it exports `wasi:http/incoming-handler`.
+    /// Links `component`, which serves `wasi` HTTP, and checks its export.
     pub fn new(
         name: &str,
         config: &AppConfig,
-        engine: &Engine,
         component: &Component,
+        wasi: Wasi,
         shared: &SharedState,
         version: Version,
         admission: Option<Arc<Admission>>,
     ) -> wasmtime::Result<Self> {
-        let linker = linker_for(engine, component)?;
+        let linker = linker_for(component.engine(), component, wasi)?;
         let instance_pre = linker.instantiate_pre(component)?;
-        let websocket = GuestIndices::new(&instance_pre)
-            .ok()
+        // Sessions are a WASI 0.2 export: its calls are synchronous.
+        let websocket = (wasi == Wasi::P2)
+            .then(|| GuestIndices::new(&instance_pre).ok())
+            .flatten()
             .map(|indices| WebSocketExport {
                 indices,
                 max_message: config.websocket_max_message_bytes(),
@@ -145,7 +168,10 @@ impl App {
                     .collect(),
                 ping: config.websocket_ping(),
             });
-        let pre = ProxyPre::new(instance_pre)?;
+        let pre = match wasi {
+            Wasi::P2 => Handler::P2(ProxyPre::new(instance_pre)?),
+            Wasi::P3 => Handler::P3(ServicePre::new(instance_pre)?),
+        };
         Ok(Self {
             caps: Arc::new(AppCapabilities {
                 name: name.into(),
@@ -186,6 +212,18 @@ impl App {
             timeout: config.timeout(),
             max_body_bytes: config.max_body_bytes(),
             stream_body: config.stream_request_body,
+            workers: crate::service::Workers::new(match wasi {
+                Wasi::P3 => config.instance_reuse,
+                Wasi::P2 => {
+                    if config.instance_reuse.is_some() {
+                        tracing::warn!(
+                            app = name,
+                            "instance_reuse applies to WASI 0.3 components only; this WASI 0.2 component gets a fresh instance per request"
+                        );
+                    }
+                    None
+                }
+            }),
         })
     }
 
@@ -219,7 +257,7 @@ impl App {
                 return Err(Box::new(internal_error(id)));
             }
         };
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(self.pre.instance_pre().engine(), state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.on_epoch());
@@ -230,17 +268,41 @@ impl App {
         Ok(store)
     }
 
-    /// An instance for an HTTP request. A component that linked at start-up
-    /// fails to instantiate only for want of resources (pool slots, memory
-    /// mappings): [`NoInstance`].
+    /// The WASI release the app's component serves.
+    pub fn wasi(&self) -> Wasi {
+        match self.pre {
+            Handler::P2(_) => Wasi::P2,
+            Handler::P3(_) => Wasi::P3,
+        }
+    }
+
+    /// A WASI 0.2 instance for an HTTP request. A component that linked at
+    /// start-up fails to instantiate only for want of resources (pool
+    /// slots, memory mappings): [`NoInstance`].
     pub(crate) async fn instantiate_proxy(
         &self,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Proxy> {
+        let Handler::P2(pre) = &self.pre else {
+            wasmtime::bail!("the app serves WASI 0.3, not 0.2");
+        };
         // Boxed: instantiating takes a 1.2 KiB future that is done before
         // the guest runs; inline, the request's task would keep room for it
         // for as long as the guest is suspended.
-        Box::pin(self.pre.instantiate_async(store))
+        Box::pin(pre.instantiate_async(store))
+            .await
+            .map_err(|e| wasmtime::Error::new(NoInstance(format!("{e:#}"))))
+    }
+
+    /// A WASI 0.3 instance for HTTP requests; see [`App::instantiate_proxy`].
+    pub(crate) async fn instantiate_service(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Service> {
+        let Handler::P3(pre) = &self.pre else {
+            wasmtime::bail!("the app serves WASI 0.2, not 0.3");
+        };
+        Box::pin(pre.instantiate_async(store))
             .await
             .map_err(|e| wasmtime::Error::new(NoInstance(format!("{e:#}"))))
     }

@@ -23,11 +23,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use wasmtime::Engine;
 
 use crate::app::{App, SharedState, Target, Version};
 use crate::config::{AppConfig, Manifest, ServerConfig};
-use crate::engine::{ComponentCache, LoadError};
+use crate::engine::{ComponentCache, Engines, LoadError};
 use crate::limits::Admission;
 use crate::router::Router;
 use crate::tls::Certificate;
@@ -41,8 +40,12 @@ pub enum DeployError {
     /// No app has that name.
     #[error("no app named `{0}`")]
     NoSuchApp(String),
-    /// The component cannot serve: not a component, does not compile, or
-    /// does not link against the host's imports.
+    /// The component cannot be read, is not an HTTP component, or does not
+    /// compile.
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    /// The component cannot serve: not a component, or does not link
+    /// against the host's imports.
     #[error("{0}")]
     Unusable(String),
     /// There is no previous version to go back to.
@@ -67,7 +70,7 @@ struct Deployed {
 
 /// The apps of a running host and their versions.
 pub struct Deployments {
-    engine: Engine,
+    engines: Engines,
     cache: ComponentCache,
     server: ServerConfig,
     shared: SharedState,
@@ -138,11 +141,14 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Linking errors name the missing export in their cause chain; keep one line.
+/// A linking error on one line; one that names an import from a WASI 0.3
+/// release candidate says so.
 pub fn link_message(e: &wasmtime::Error) -> String {
     let chain = format!("{e:#}").replace('\n', " ");
-    if chain.contains("wasi:http/incoming-handler") {
-        format!("does not export wasi:http/incoming-handler@0.2.x: {chain}")
+    if chain.contains("matching implementation was not found") && chain.contains("@0.3.0-") {
+        format!(
+            "built for a WASI 0.3 release candidate; cyclone provides WASI 0.3.0 (rebuild with bindings for 0.3.0): {chain}"
+        )
     } else {
         chain
     }
@@ -154,7 +160,7 @@ impl Deployments {
     /// table; reads the server's certificate when it speaks HTTPS.
     pub fn new(
         manifest: &Manifest,
-        engine: Engine,
+        engines: Engines,
         cache: ComponentCache,
         shared: SharedState,
         ignore_deployed: bool,
@@ -167,7 +173,7 @@ impl Deployments {
             .transpose()
             .map_err(crate::StartError::Tls)?;
         let deployments = Self {
-            engine,
+            engines,
             cache,
             server: manifest.server.clone(),
             shared,
@@ -217,6 +223,7 @@ impl Deployments {
             let live = deployments
                 .load(name, config, version, gate.clone())
                 .map_err(|e| match e {
+                    DeployError::Load(e) => crate::StartError::Load(e),
                     DeployError::Unusable(message) => crate::StartError::Link {
                         path: config.component.clone(),
                         message,
@@ -527,20 +534,9 @@ impl Deployments {
         version: Version,
         gate: Option<Arc<Admission>>,
     ) -> Result<App, DeployError> {
-        let component = self
-            .cache
-            .load(&self.engine, &version.path)
-            .map_err(|e| DeployError::Unusable(e.to_string()))?;
-        App::new(
-            name,
-            config,
-            &self.engine,
-            &component,
-            &self.shared,
-            version,
-            gate,
-        )
-        .map_err(|e| DeployError::Unusable(link_message(&e)))
+        let (component, wasi) = self.cache.load(&self.engines, &version.path)?;
+        App::new(name, config, &component, wasi, &self.shared, version, gate)
+            .map_err(|e| DeployError::Unusable(link_message(&e)))
     }
 
     /// Deploys `bytes` as the new version of app `name`; the live version

@@ -49,6 +49,14 @@ pub enum LoadError {
         /// What the file is instead.
         what: &'static str,
     },
+    /// The component serves neither WASI 0.2 nor WASI 0.3 HTTP.
+    #[error("{path}: not an HTTP component: {message}")]
+    NotHandler {
+        /// The component's path.
+        path: PathBuf,
+        /// What it exports instead.
+        message: String,
+    },
     /// The compile cache cannot be trusted: others could plant machine code
     /// in it.
     #[error("{path}: {message}")]
@@ -68,10 +76,111 @@ pub enum LoadError {
     },
 }
 
-/// Builds the process's engine: component model, async calls on fibers, epoch
+/// The WASI release a component serves, told from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wasi {
+    /// WASI 0.2: it exports `wasi:http/incoming-handler@0.2.x`.
+    P2,
+    /// WASI 0.3: it exports `wasi:http/handler@0.3.x` (world `wasi:http/service`).
+    P3,
+}
+
+impl Wasi {
+    /// Which release the component in `bytes` serves, from its top-level
+    /// exports; an error says what it exports instead.
+    pub fn of(bytes: &[u8]) -> Result<Self, String> {
+        let mut depth = 0usize;
+        let mut exports = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            match payload.map_err(|e| format!("not a valid component: {e}"))? {
+                wasmparser::Payload::Version { .. } => depth += 1,
+                wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+                wasmparser::Payload::ComponentExportSection(section) if depth == 1 => {
+                    for export in section {
+                        let export = export.map_err(|e| format!("not a valid component: {e}"))?;
+                        exports.push(export.name.name.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if exports.iter().any(|name| name.starts_with(P3_HANDLER)) {
+            Ok(Self::P3)
+        } else if exports.iter().any(|name| name.starts_with(P2_HANDLER)) {
+            Ok(Self::P2)
+        } else {
+            Err(format!(
+                "it exports neither `{P2_HANDLER}0.2.x` (WASI 0.2) nor `{P3_HANDLER}0.3.x` (WASI 0.3); its exports: {}",
+                if exports.is_empty() {
+                    "none".to_owned()
+                } else {
+                    exports.join(", ")
+                }
+            ))
+        }
+    }
+}
+
+/// The export a WASI 0.2 HTTP component serves requests through.
+const P2_HANDLER: &str = "wasi:http/incoming-handler@";
+/// The export a WASI 0.3 HTTP component serves requests through.
+const P3_HANDLER: &str = "wasi:http/handler@";
+
+/// The process's engines: one for WASI 0.2 components, and one for WASI 0.3
+/// components made when the first of them is loaded.
+///
+/// They differ in one setting: component-model concurrency, which WASI 0.3
+/// needs and which costs every 0.2 call (per-store state and a slower call
+/// path), so 0.2 components never pay for it. Each engine has its own pool
+/// of `server.max_instances` slots and its own epoch ticker; the
+/// process-wide instance gate keeps the sum within `max_instances`.
+pub struct Engines {
+    p2: Engine,
+    p3: std::sync::Mutex<Option<Engine>>,
+    server: ServerConfig,
+    max_memory_bytes: usize,
+}
+
+impl Engines {
+    /// Builds the WASI 0.2 engine and starts its epoch ticker.
+    pub fn new(server: &ServerConfig, max_memory_bytes: usize) -> wasmtime::Result<Self> {
+        let p2 = new_engine(server, max_memory_bytes, Wasi::P2)?;
+        crate::limits::start_epoch_ticker(&p2);
+        Ok(Self {
+            p2,
+            p3: std::sync::Mutex::new(None),
+            server: server.clone(),
+            max_memory_bytes,
+        })
+    }
+
+    /// The engine for components of `wasi`, built on first use.
+    pub fn get(&self, wasi: Wasi) -> wasmtime::Result<Engine> {
+        match wasi {
+            Wasi::P2 => Ok(self.p2.clone()),
+            Wasi::P3 => {
+                let mut p3 = self.p3.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(engine) = &*p3 {
+                    return Ok(engine.clone());
+                }
+                let engine = new_engine(&self.server, self.max_memory_bytes, Wasi::P3)?;
+                crate::limits::start_epoch_ticker(&engine);
+                tracing::info!("WASI 0.3 engine started");
+                Ok(p3.insert(engine).clone())
+            }
+        }
+    }
+}
+
+/// Builds an engine: component model, async calls on fibers, epoch
 /// interruption, and a pooling allocator sized from `server.max_instances`
-/// with memory slots of `max_memory_bytes`.
-pub fn new_engine(server: &ServerConfig, max_memory_bytes: usize) -> wasmtime::Result<Engine> {
+/// with memory slots of `max_memory_bytes`; component-model concurrency
+/// only for WASI 0.3.
+fn new_engine(
+    server: &ServerConfig,
+    max_memory_bytes: usize,
+    wasi: Wasi,
+) -> wasmtime::Result<Engine> {
     let instances = server.max_instances;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
@@ -87,11 +196,19 @@ pub fn new_engine(server: &ServerConfig, max_memory_bytes: usize) -> wasmtime::R
     let mut config = Config::new();
     config
         .wasm_component_model(true)
-        // Only WASI 0.2 is served: skip the per-store state of component-model async.
-        .concurrency_support(false)
+        .wasm_component_model_async(wasi == Wasi::P3)
+        .concurrency_support(wasi == Wasi::P3)
         // Guests yield at every epoch tick and are stopped past their CPU budget.
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if wasi == Wasi::P3 {
+        // Each engine's pool reserves address space for every slot: by
+        // default 4 GiB per memory, which lets compiled code skip bounds
+        // checks, and two such pools of 10,000 instances do not fit in the
+        // 128 TiB a process may map. The 0.2 engine keeps that; the 0.3
+        // engine reserves only the memory cap (its guests check bounds).
+        config.memory_reservation(u64::try_from(max_memory_bytes).unwrap_or(u64::MAX));
+    }
     Engine::new(&config)
 }
 
@@ -119,14 +236,15 @@ impl ComponentCache {
         Some(base.join("cyclone"))
     }
 
-    /// Loads the component at `path`: from the cache when it holds this exact
-    /// file for this engine, otherwise compiled and then stored.
+    /// Loads the component at `path` for the engine of the WASI release it
+    /// serves: from the cache when it holds this exact file for that engine,
+    /// otherwise compiled and then stored.
     ///
     /// A cache folder or entry that another user could write is refused: it
     /// holds machine code that runs in this process. An entry that does not
     /// prove it was compiled from these bytes for this engine is ignored and
     /// replaced.
-    pub fn load(&self, engine: &Engine, path: &Path) -> Result<Component, LoadError> {
+    pub fn load(&self, engines: &Engines, path: &Path) -> Result<(Component, Wasi), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
@@ -134,6 +252,14 @@ impl ComponentCache {
         check_component_header(&bytes).map_err(|what| LoadError::NotComponent {
             path: path.to_owned(),
             what,
+        })?;
+        let wasi = Wasi::of(&bytes).map_err(|message| LoadError::NotHandler {
+            path: path.to_owned(),
+            message,
+        })?;
+        let engine = &engines.get(wasi).map_err(|e| LoadError::Compile {
+            path: path.to_owned(),
+            message: format!("cannot create the WASI 0.3 engine: {e:#}"),
         })?;
         let stamp = CacheStamp::new(engine, &bytes);
         let cached = match &self.dir {
@@ -149,7 +275,7 @@ impl ComponentCache {
         {
             tracing::info!(component = %path.display(), "loaded from cache");
             cache_lookup("hit");
-            return Ok(component);
+            return Ok((component, wasi));
         }
 
         if self.dir.is_some() {
@@ -166,7 +292,7 @@ impl ComponentCache {
         {
             tracing::warn!(cache = %file.display(), "cannot write compile cache: {e:#}");
         }
-        Ok(component)
+        Ok((component, wasi))
     }
 }
 

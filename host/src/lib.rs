@@ -53,6 +53,7 @@ pub mod pubsub;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod tls;
 pub mod websocket;
 
@@ -118,14 +119,13 @@ impl Host {
     /// Builds the engine and loads every app of `manifest`, as `options` say.
     pub fn new(manifest: Manifest, options: &Options) -> Result<Self, StartError> {
         limits::check_map_count(manifest.server.max_instances).map_err(StartError::Capacity)?;
-        let engine = engine::new_engine(&manifest.server, manifest.max_memory_bytes())
+        let engines = engine::Engines::new(&manifest.server, manifest.max_memory_bytes())
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
-        limits::start_epoch_ticker(&engine);
         let cache = ComponentCache::new(options.cache_dir.clone());
         let shared = app::SharedState::open(&manifest).map_err(StartError::State)?;
         let deployments = Arc::new(deploy::Deployments::new(
             &manifest,
-            engine,
+            engines,
             cache,
             shared,
             options.ignore_deployed,

@@ -388,7 +388,14 @@ pub fn start_epoch_ticker(engine: &wasmtime::Engine) {
         .expect("spawning the epoch ticker thread");
 }
 
-/// The CPU time one request's guest has used, against its budget.
+/// A host call that returns within this is counted as the guest's CPU time;
+/// a longer one is taken to have waited (a timer, I/O), which is not.
+pub const SHORT_HOST_CALL: Duration = Duration::from_millis(1);
+
+/// The CPU time one request's guest has used, against its budget: the time
+/// it runs its own code, plus the host calls it makes that return within
+/// [`SHORT_HOST_CALL`] (work done for it, not a wait: a guest looping on
+/// cheap host calls spends most of its time in them).
 ///
 /// A websocket session's clock is [`CpuClock::per_event`]: the budget is for
 /// the work between two events the guest receives, so a session may live for
@@ -398,6 +405,7 @@ pub struct CpuClock {
     budget: Duration,
     used: Duration,
     running_since: Option<Instant>,
+    in_host_since: Option<Instant>,
     per_event: bool,
 }
 
@@ -415,6 +423,7 @@ impl CpuClock {
             budget,
             used: Duration::ZERO,
             running_since: None,
+            in_host_since: None,
             per_event: false,
         }
     }
@@ -431,20 +440,32 @@ impl CpuClock {
     pub fn renew(&mut self) {
         if self.per_event {
             self.used = Duration::ZERO;
+            let now = Instant::now();
             if self.running_since.is_some() {
-                self.running_since = Some(Instant::now());
+                self.running_since = Some(now);
+            }
+            if self.in_host_since.is_some() {
+                self.in_host_since = Some(now);
             }
         }
     }
 
     /// Starts or stops the clock as control passes between guest and host.
     pub fn on_call_hook(&mut self, hook: CallHook) {
+        let now = Instant::now();
         if hook.entering_host() {
             if let Some(since) = self.running_since.take() {
-                self.used += since.elapsed();
+                self.used += now - since;
             }
+            self.in_host_since = Some(now);
         } else {
-            self.running_since = Some(Instant::now());
+            if let Some(since) = self.in_host_since.take() {
+                let spent = now - since;
+                if spent < SHORT_HOST_CALL {
+                    self.used += spent;
+                }
+            }
+            self.running_since = Some(now);
         }
     }
 
@@ -464,10 +485,15 @@ impl CpuClock {
 
     /// CPU time used so far.
     pub fn used(&self) -> Duration {
+        let in_host = self
+            .in_host_since
+            .map(|since| since.elapsed())
+            .filter(|spent| *spent < SHORT_HOST_CALL);
         self.used
             + self
                 .running_since
                 .map_or(Duration::ZERO, |since| since.elapsed())
+            + in_host.unwrap_or_default()
     }
 }
 

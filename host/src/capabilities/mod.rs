@@ -32,6 +32,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 pub use guest_log::GuestLog;
 
+use crate::engine::Wasi;
 use crate::limits::CpuClock;
 
 /// What one app's guests may reach, shared by all its requests.
@@ -195,8 +196,8 @@ impl WasiHttpHooks for OutboundHttp {
     }
 }
 
-/// WASI interfaces the linker provides (any 0.2.x version). An import outside
-/// them is linked as a trap.
+/// WASI interfaces the linker provides (any 0.2.x version, and 0.3.0 for
+/// WASI 0.3 components). An import outside them is linked as a trap.
 const PROVIDED: &[&str] = &[
     "wasi:cli/",
     "wasi:clocks/",
@@ -209,12 +210,22 @@ const PROVIDED: &[&str] = &[
     "cyclone:platform/",
 ];
 
-/// A linker for `component`: WASI 0.2, `wasi:http` and `cyclone:platform`,
-/// with every other import of the component defined to trap when called.
-pub fn linker_for(engine: &Engine, component: &Component) -> wasmtime::Result<Linker<HostState>> {
+/// A linker for `component`: WASI 0.2 (and 0.3 when `wasi` is
+/// [`Wasi::P3`]: such components also use 0.2 interfaces, e.g. through
+/// Rust's standard library), `wasi:http` and `cyclone:platform`, with every
+/// other import of the component defined to trap when called.
+pub fn linker_for(
+    engine: &Engine,
+    component: &Component,
+    wasi: Wasi,
+) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    if wasi == Wasi::P3 {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    }
     bindings::cyclone::platform::variables::add_to_linker::<_, HasSelf<HostState>>(
         &mut linker,
         |state| state,

@@ -117,6 +117,40 @@ pub struct AppConfig {
     /// The host's `serve` ignores it.
     #[serde(default)]
     pub build: Option<Build>,
+    /// Let one instance of a WASI 0.3 component serve several requests:
+    /// `instance_reuse = { max_requests = 128, max_concurrent = 16,
+    /// idle_timeout_ms = 1000 }` (each field optional, these are the
+    /// defaults). Absent (the default): a fresh instance per request.
+    /// Reuse gives up isolation between requests: what one request leaves
+    /// in the instance's memory, the next can read, and a trap fails every
+    /// request inside the instance. WASI 0.2 components always get a fresh
+    /// instance.
+    #[serde(default)]
+    pub instance_reuse: Option<InstanceReuse>,
+}
+
+/// `[apps.NAME] instance_reuse`: how long one WASI 0.3 instance lives and
+/// how much it takes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceReuse {
+    /// Requests one instance serves before it retires (default 128).
+    #[serde(default = "defaults::reuse_max_requests")]
+    pub max_requests: u32,
+    /// Requests one instance serves at once (default 16).
+    #[serde(default = "defaults::reuse_max_concurrent")]
+    pub max_concurrent: u32,
+    /// How long an instance with no request waits for one before it ends,
+    /// in milliseconds (default 1000).
+    #[serde(default = "defaults::reuse_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+impl InstanceReuse {
+    /// How long an idle instance lives.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
 }
 
 /// `[apps.NAME] build`: how to make the component.
@@ -165,6 +199,15 @@ mod defaults {
     pub fn max_log_lines_per_sec() -> u32 {
         100
     }
+    pub fn reuse_max_requests() -> u32 {
+        128
+    }
+    pub fn reuse_max_concurrent() -> u32 {
+        16
+    }
+    pub fn reuse_idle_timeout_ms() -> u64 {
+        1_000
+    }
 }
 
 /// One app variable in the manifest.
@@ -206,6 +249,7 @@ impl AppConfig {
             pubsub_history: 0,
             pubsub_buffer: defaults::pubsub_buffer(),
             build: None,
+            instance_reuse: None,
         }
     }
 

@@ -37,7 +37,7 @@ mod state;
 
 pub use admin::AdminConfig;
 pub use allowed_hosts::AllowedHosts;
-pub use app::{AppConfig, Build, Variable};
+pub use app::{AppConfig, Build, InstanceReuse, Variable};
 pub use route::{Route, RouteError, RoutePattern};
 pub use server::{ServerConfig, TlsFiles};
 pub use state::{DEFAULT_STORE, PubSubBackend, PubSubConfig, StoreBackend, StoreConfig};
@@ -190,6 +190,13 @@ impl Manifest {
             {
                 return Err(invalid(format!(
                     "app `{name}`: max_instances, cpu_budget_ms, max_memory_mb and max_log_lines_per_sec must be at least 1"
+                )));
+            }
+            if let Some(reuse) = &app.instance_reuse
+                && (reuse.max_requests == 0 || reuse.max_concurrent == 0)
+            {
+                return Err(invalid(format!(
+                    "app `{name}`: instance_reuse: max_requests and max_concurrent must be at least 1"
                 )));
             }
         }

@@ -203,6 +203,8 @@ mod tests {
         }
         let size = returned_size(live);
         println!("session::live: {size} bytes");
-        assert!(size <= 3264, "session::live's future is {size} bytes");
+        // 3.2 KiB before wasmtime was built with component-model-async (see
+        // `http::tests::the_guest_task_stays_small`).
+        assert!(size <= 4352, "session::live's future is {size} bytes");
     }
 }

@@ -616,3 +616,18 @@ fn metrics_count_requests_refusals_traps_sessions_and_deploys() {
         401
     );
 }
+
+#[test]
+fn a_wasi_03_component_deploys_over_a_wasi_02_one_and_rolls_back() {
+    let admin_port = free_port();
+    let (dir, path) = host(admin_port);
+    let server = serve(&path).keeping(dir);
+    assert_eq!(server.get("/").body, HELLO_BODY);
+    let (status, json) = deploy(admin_port, "site", components::WASIP3_PROBE);
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(server.get("/hello").body, "hello from wasip3\n");
+    assert_eq!(server.get("/count").body, "1\n");
+    let (status, body) = admin(admin_port, "POST", "/apps/site/rollback", TOKEN, b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/").body, HELLO_BODY);
+}

@@ -12,5 +12,6 @@ mod serve;
 mod state;
 mod tls;
 mod tour;
+mod wasi_p3;
 mod websocket_edges;
 mod websockets;

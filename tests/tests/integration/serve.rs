@@ -471,6 +471,6 @@ fn a_component_without_the_http_export_is_refused() {
     std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
     assert_refuses(
         &["serve".as_ref(), empty.as_os_str()],
-        "empty.wasm: does not export wasi:http/incoming-handler",
+        "empty.wasm: not an HTTP component: it exports neither `wasi:http/incoming-handler@0.2.x` (WASI 0.2) nor `wasi:http/handler@0.3.x` (WASI 0.3); its exports: none",
     );
 }

@@ -1,0 +1,492 @@
+//! WASI 0.3 instances and the requests they serve.
+//!
+//! A request to a WASI 0.3 app goes to a *worker*: a task that owns a store
+//! with one instance of the app's `wasi:http/handler` and runs the store's
+//! event loop, calling `handle` once per request, concurrently. Without
+//! `instance_reuse` (the default) a worker takes one request, so every
+//! request gets a fresh instance, as WASI 0.2 requests do. With it, a worker
+//! takes up to `max_concurrent` requests at once and `max_requests` in all,
+//! and ends after `idle_timeout_ms` without one.
+//!
+//! Bounds: a worker holds one set of instance permits (`max_instances`
+//! counts instances); a request waits for a free place in a worker or for a
+//! new instance's permits in the admission queue, whichever comes first.
+//! Each request's call has the app's timeout; past it the request gets 504
+//! and its worker takes no more, and a worker ends at most one timeout after
+//! its last request began, whatever its guest still does. The CPU budget
+//! starts over at each request a worker takes. A trap ends the worker and
+//! fails the requests inside it, no others.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use wasmtime::Store;
+use wasmtime::component::Accessor;
+use wasmtime_wasi_http::p3::bindings::Service;
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{FieldMap, WasiBody, WasiHttpView};
+
+use crate::app::{App, Instances, Permits, Target, TimedOut};
+use crate::capabilities::HostState;
+use crate::config::InstanceReuse;
+use crate::failure::GuestFailure;
+use crate::limits::CpuClock;
+use crate::response::Response;
+
+/// What a request to a WASI 0.3 app gets back from its worker.
+pub(crate) enum Answer {
+    /// The guest's response. Its body reads from the instance; `failed`
+    /// turns true before the instance is dropped for a failure, so a body
+    /// that ends then is known to be cut short.
+    Response(Response, Arc<AtomicBool>),
+    /// The guest answered with an error code.
+    Code(ErrorCode),
+    /// The call failed: a trap, the CPU budget, the timeout, no instance.
+    Failed(GuestFailure),
+}
+
+/// A request on its way to a worker.
+struct Job {
+    request: http::Request<WasiBody>,
+    answer: oneshot::Sender<Answer>,
+    id: u64,
+}
+
+/// A request handed to a worker: where its answer comes from.
+pub(crate) struct Call {
+    answer: oneshot::Receiver<Answer>,
+    /// The worker's end, for a request whose answer never came.
+    end: watch::Receiver<Option<Result<(), GuestFailure>>>,
+    /// The worker's task, when it serves this request alone: stopping it
+    /// when the client goes away stops nobody else.
+    pub alone: Option<tokio::task::AbortHandle>,
+}
+
+impl Call {
+    /// The answer; when the worker ended without one, how it ended.
+    pub(crate) async fn answer(self) -> Answer {
+        let mut end = self.end;
+        match self.answer.await {
+            Ok(answer) => answer,
+            Err(_) => match end.wait_for(Option::is_some).await.ok().and_then(|e| *e) {
+                Some(Err(failure)) => Answer::Failed(failure),
+                _ => Answer::Failed(GuestFailure::Trapped),
+            },
+        }
+    }
+}
+
+/// The workers of one app version that may take more requests.
+pub(crate) struct Workers {
+    reuse: Option<InstanceReuse>,
+    open: Mutex<VecDeque<Worker>>,
+    /// A place in a worker came free.
+    freed: Notify,
+}
+
+/// A worker that may take requests, as the app's [`Workers`] see it.
+struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
+    state: Arc<Mutex<Load>>,
+    end: watch::Receiver<Option<Result<(), GuestFailure>>>,
+}
+
+/// A worker's requests.
+#[derive(Debug, Default)]
+struct Load {
+    in_flight: u32,
+    taken: u32,
+    closed: bool,
+}
+
+impl Workers {
+    /// The workers of an app with `reuse` (none: one request per instance).
+    pub(crate) fn new(reuse: Option<InstanceReuse>) -> Self {
+        Self {
+            reuse,
+            open: Mutex::new(VecDeque::new()),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Hands `request` to a worker of `target`'s app: one with room, or a
+    /// new one once the instance permits are granted (a 503, logged, when
+    /// the queue refuses).
+    pub(crate) async fn call(
+        &self,
+        instances: &Instances,
+        target: &Target,
+        request: http::Request<WasiBody>,
+        id: u64,
+    ) -> Result<Call, Box<Response>> {
+        let (answer, receiver) = oneshot::channel();
+        let mut job = Some(Job {
+            request,
+            answer,
+            id,
+        });
+        let permits = match self.reuse {
+            None => instances.admit(target, id).await?,
+            Some(_) => loop {
+                let mut freed = pin!(self.freed.notified());
+                freed.as_mut().enable();
+                if let Some(end) = self.hand_over(&mut job) {
+                    return Ok(Call {
+                        answer: receiver,
+                        end,
+                        alone: None,
+                    });
+                }
+                tokio::select! {
+                    permits = instances.admit(target, id) => break permits?,
+                    () = freed => {}
+                }
+            },
+        };
+        let app = target.app.clone();
+        let cpu = match self.reuse {
+            Some(_) => CpuClock::per_event(app.cpu_budget),
+            None => CpuClock::new(app.cpu_budget),
+        };
+        let store = app.new_store(id, cpu)?;
+        let (jobs, queued) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new(Load {
+            in_flight: 1,
+            taken: 1,
+            closed: self.reuse.is_none_or(|r| r.max_requests <= 1),
+        }));
+        let (ended, end) = watch::channel(None);
+        if !state.lock().unwrap_or_else(|e| e.into_inner()).closed {
+            self.lock_open().push_back(Worker {
+                jobs,
+                state: state.clone(),
+                end: end.clone(),
+            });
+        }
+        let Some(job) = job else {
+            unreachable!("a job is handed over only to a worker that took it")
+        };
+        let task = tokio::spawn(run(app, store, permits, job, queued, state, ended));
+        Ok(Call {
+            answer: receiver,
+            end,
+            alone: self.reuse.is_none().then(|| task.abort_handle()),
+        })
+    }
+
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, VecDeque<Worker>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives `job` to the first open worker with room, taking it out of
+    /// the option, and returns that worker's end; leaves it when none has
+    /// room.
+    fn hand_over(
+        &self,
+        job: &mut Option<Job>,
+    ) -> Option<watch::Receiver<Option<Result<(), GuestFailure>>>> {
+        let reuse = self.reuse?;
+        let mut open = self.lock_open();
+        let mut i = 0;
+        while i < open.len() {
+            let worker = &open[i];
+            let mut load = worker.state.lock().unwrap_or_else(|e| e.into_inner());
+            if load.closed {
+                drop(load);
+                open.remove(i);
+                continue;
+            }
+            if load.in_flight >= reuse.max_concurrent {
+                i += 1;
+                continue;
+            }
+            match worker.jobs.send(job.take()?) {
+                Ok(()) => {
+                    load.in_flight += 1;
+                    load.taken += 1;
+                    let end = worker.end.clone();
+                    if load.taken >= reuse.max_requests {
+                        load.closed = true;
+                        drop(load);
+                        open.remove(i);
+                    }
+                    return Some(end);
+                }
+                Err(mpsc::error::SendError(back)) => {
+                    *job = Some(back);
+                    load.closed = true;
+                    drop(load);
+                    open.remove(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Closes the worker whose load is `state` to new requests.
+    fn close(&self, state: &Arc<Mutex<Load>>) {
+        state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.lock_open()
+            .retain(|worker| !Arc::ptr_eq(&worker.state, state));
+    }
+}
+
+/// How one request's call ended, as its worker sees it.
+enum Served {
+    /// Answered (a response or an error code).
+    Answered,
+    /// Past the timeout: answered 504; the worker takes no more.
+    TimedOut,
+}
+
+/// A worker: instantiates the app in `store`, serves `first` and then what
+/// comes on `queued`, until no more can come and its requests are
+/// answered; then waits (at most a timeout after its last request began)
+/// for the guest's tasks, which write response bodies, to end.
+async fn run(
+    app: Arc<App>,
+    mut store: Store<HostState>,
+    permits: Permits,
+    first: Job,
+    mut queued: mpsc::UnboundedReceiver<Job>,
+    state: Arc<Mutex<Load>>,
+    ended: watch::Sender<Option<Result<(), GuestFailure>>>,
+) {
+    let first_id = first.id;
+    let failed = Arc::new(AtomicBool::new(false));
+    let idle = app
+        .workers
+        .reuse
+        .map_or(Duration::ZERO, |r| r.idle_timeout());
+    let deadlines = Deadlines::default();
+    let first_start = deadlines.started();
+    let outcome: wasmtime::Result<()> = async {
+        let service = app.instantiate_service(&mut store).await?;
+        let concurrent = store.run_concurrent(async |accessor| -> wasmtime::Result<()> {
+            let mut calls = FuturesUnordered::new();
+            calls.push(serve(accessor, &service, (first, first_start), &app, &failed, &deadlines));
+            let mut queue_done = false;
+            let mut idle_since = None;
+            loop {
+                let idle_deadline = idle_since.map(|since: Instant| since + idle);
+                tokio::select! {
+                    Some(served) = calls.next(), if !calls.is_empty() => {
+                        let served = served?;
+                        let in_flight = {
+                            let mut load = state.lock().unwrap_or_else(|e| e.into_inner());
+                            load.in_flight -= 1;
+                            load.in_flight
+                        };
+                        app.workers.freed.notify_one();
+                        if matches!(served, Served::TimedOut) {
+                            app.workers.close(&state);
+                        }
+                        if in_flight == 0 && calls.is_empty() {
+                            idle_since = Some(Instant::now());
+                        }
+                    }
+                    job = queued.recv(), if !queue_done => match job {
+                        Some(job) => {
+                            idle_since = None;
+                            let start = deadlines.started();
+                            accessor.with(|mut access| access.data_mut().cpu.renew());
+                            calls.push(serve(accessor, &service, (job, start), &app, &failed, &deadlines));
+                        }
+                        None => queue_done = true,
+                    },
+                    () = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() => {
+                        idle_since = None;
+                        app.workers.close(&state);
+                    }
+                }
+                if queue_done && calls.is_empty() {
+                    break;
+                }
+            }
+            // The guest's tasks may still write response bodies: wait for
+            // them, within a timeout of the last request's start (which
+            // `backstop` enforces).
+            deadlines.draining();
+            std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+            Ok(())
+        });
+        // A guest that keeps the CPU busy keeps the store's event loop from
+        // polling what runs inside it, timeouts included; this one is
+        // checked from outside, whenever the loop yields (at least at every
+        // epoch tick).
+        tokio::select! {
+            result = concurrent => result?,
+            failure = deadlines.backstop(app.timeout) => Err(failure),
+        }
+    }
+    .await;
+    app.workers.close(&state);
+    let end = outcome.map_err(|e| {
+        failed.store(true, Ordering::Release);
+        GuestFailure::classify(&e, first_id, app.name())
+    });
+    drop(store);
+    drop(permits);
+    let _ = ended.send(Some(end));
+}
+
+/// How long past a request's own timeout its worker's whole instance is
+/// stopped, when the request's timeout could not fire inside it (a busy
+/// guest).
+const BACKSTOP_GRACE: Duration = Duration::from_millis(100);
+
+/// When a worker's requests began, for the timeout checked from outside
+/// the store's event loop.
+#[derive(Default)]
+struct Deadlines {
+    inner: Mutex<DeadlineState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct DeadlineState {
+    /// Requests in flight, by start time.
+    starts: std::collections::BTreeMap<Instant, u32>,
+    /// When the latest request began.
+    last: Option<Instant>,
+    /// The worker takes no more requests and waits for its tasks.
+    draining: bool,
+}
+
+impl Deadlines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeadlineState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request begins now; returns its start.
+    fn started(&self) -> Instant {
+        let now = Instant::now();
+        let mut state = self.lock();
+        *state.starts.entry(now).or_default() += 1;
+        state.last = Some(now);
+        drop(state);
+        self.changed.notify_one();
+        now
+    }
+
+    /// The request that began at `start` has its answer.
+    fn finished(&self, start: Instant) {
+        let mut state = self.lock();
+        if let Some(n) = state.starts.get_mut(&start) {
+            *n -= 1;
+            if *n == 0 {
+                state.starts.remove(&start);
+            }
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// The worker waits for its guest's tasks now.
+    fn draining(&self) {
+        self.lock().draining = true;
+        self.changed.notify_one();
+    }
+
+    /// When the instance must be gone: a timeout after its oldest request
+    /// in flight began (or, draining, its latest), plus a grace for the
+    /// request's own timeout to fire first.
+    fn due(&self, limit: Duration) -> Option<Instant> {
+        let state = self.lock();
+        let from = match state.starts.keys().next() {
+            Some(oldest) => Some(*oldest),
+            None if state.draining => state.last,
+            None => None,
+        };
+        from.map(|from| from + limit + BACKSTOP_GRACE)
+    }
+
+    /// Resolves with [`TimedOut`] once [`Deadlines::due`] passes.
+    async fn backstop(&self, limit: Option<Duration>) -> wasmtime::Error {
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
+        loop {
+            let changed = self.changed.notified();
+            match self.due(limit) {
+                Some(due) if due <= Instant::now() => {
+                    return wasmtime::Error::new(TimedOut(limit));
+                }
+                Some(due) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(due) => {}
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// Calls `handle` for `job` (which began at `start`) under the app's
+/// timeout and sends the answer.
+/// Fails only when the instance did (a trap ends the worker).
+async fn serve(
+    accessor: &Accessor<HostState>,
+    service: &Service,
+    (job, start): (Job, Instant),
+    app: &App,
+    failed: &Arc<AtomicBool>,
+    deadlines: &Deadlines,
+) -> wasmtime::Result<Served> {
+    let Job {
+        request,
+        answer,
+        id,
+    } = job;
+    let call = async {
+        let (parts, body) = request.into_parts();
+        let headers = accessor.with(|mut access| {
+            FieldMap::new_immutable(access.data_mut().http().hooks, parts.headers)
+        });
+        let uri = parts.uri.into_parts();
+        let (request, io) = wasmtime_wasi_http::p3::Request::new(
+            parts.method,
+            uri.scheme,
+            uri.authority,
+            uri.path_and_query,
+            headers,
+            None,
+            body,
+        );
+        wasmtime::Result::Ok(match service.handle(accessor, request).await? {
+            Ok(response) => Answer::Response(
+                accessor.with(|mut access| response.into_http(&mut access, io))?,
+                failed.clone(),
+            ),
+            Err(code) => Answer::Code(code),
+        })
+    };
+    let result = match app.timeout {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(wasmtime::Error::new(TimedOut(limit)))),
+        None => call.await,
+    };
+    deadlines.finished(start);
+    match result {
+        Ok(reply) => {
+            let _ = answer.send(reply);
+            Ok(Served::Answered)
+        }
+        Err(e) if e.is::<TimedOut>() => {
+            let failure = GuestFailure::classify(&e, id, app.name());
+            let _ = answer.send(Answer::Failed(failure));
+            Ok(Served::TimedOut)
+        }
+        Err(e) => Err(e),
+    }
+}
