@@ -47,12 +47,15 @@ start() {
         cyclone-p3-reuse) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/reuse.toml" ;;
         wasmtime-serve-p3)
             exec "$wasmtime" serve -Scli -Sp3 -Wcomponent-model-async --addr "127.0.0.1:$port" "$hello3" ;;
+        wasmtime-serve-p3-fresh)
+            exec "$wasmtime" serve -Scli -Sp3 -Wcomponent-model-async --max-instance-reuse-count 1 \
+                --addr "127.0.0.1:$port" "$hello3" ;;
     esac >"$work/$1.log" 2>&1 &
     server_pid=$!
     wait_url "http://127.0.0.1:$port/"
 }
 
-servers=(hyper cyclone wasmtime-serve wasmtime-serve-tuned cyclone-p3 cyclone-p3-reuse wasmtime-serve-p3)
+servers=(hyper cyclone wasmtime-serve wasmtime-serve-tuned cyclone-p3 cyclone-p3-reuse wasmtime-serve-p3 wasmtime-serve-p3-fresh)
 for round in $(seq 1 "$ROUNDS"); do
     for name in "${servers[@]}"; do
         port=$(free_port)
@@ -89,7 +92,7 @@ median = lambda name: statistics.median(r[0] for r in rows[name])
 hyper = median("hyper")
 print("| server | WASI | req/s (median) | p50 | p99 | server CPU per request | vs hyper | vs `wasmtime serve` on the same component | all rounds (req/s) | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
-for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned", "cyclone-p3", "cyclone-p3-reuse", "wasmtime-serve-p3"]:
+for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned", "cyclone-p3", "cyclone-p3-reuse", "wasmtime-serve-p3", "wasmtime-serve-p3-fresh"]:
     runs = sorted(rows[name], key=lambda r: r[0])
     med = runs[len(runs) // 2]
     wasi = "-" if name == "hyper" else ("0.3" if "p3" in name else "0.2")
@@ -100,7 +103,7 @@ for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned", "cycl
 PY
 )
 
-header="Hello world: $(machine_line bench/hello.sh). WASI 0.2 rows serve \`examples/hello\` (cyclone-sdk) with a fresh instance per request; WASI 0.3 rows serve \`tests/guests/spin3-hello\` (Spin SDK 7, \`#[http_service]\`): cyclone-p3 with a fresh instance per request, cyclone-p3-reuse with \`instance_reuse = {}\` (128 requests per instance, 16 at once), wasmtime-serve-p3 with \`-Scli -Sp3 -Wcomponent-model-async\` and its default reuse.
+header="Hello world: $(machine_line bench/hello.sh). WASI 0.2 rows serve \`examples/hello\` (cyclone-sdk) with a fresh instance per request; WASI 0.3 rows serve \`tests/guests/spin3-hello\` (Spin SDK 7, \`#[http_service]\`): cyclone-p3 with a fresh instance per request, cyclone-p3-reuse with \`instance_reuse = {}\` (128 requests per instance, 16 at once), wasmtime-serve-p3 with \`-Scli -Sp3 -Wcomponent-model-async\` and its default reuse (128 requests per instance, 16 at once), wasmtime-serve-p3-fresh adds \`--max-instance-reuse-count 1\`. The column vs \`wasmtime serve\` compares with wasmtime-serve (0.2 rows) or wasmtime-serve-p3 (0.3 rows).
 Server CPU per request = the server process's user + system time during the measured run / requests answered.
 wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION with \`-Scli\` (the component imports wasi:cli, as Rust std components do); tuned adds \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
 write_section hello "Hello world" "$header" "$table"
