@@ -144,12 +144,10 @@ pub(crate) async fn handle(
     // connection, an HTTP/2 reset); the guard then stops the guest.
     let abandoned = Abandoned::new(Some(guest.abort_handle()), id, name.clone());
     let response = receiver.await;
-    if body_over_cap.is_some_and(|over| over.load(Ordering::Relaxed)) {
-        tracing::info!(request = id, app = %name, "413: body over max_body_kb");
-        METRICS.refused(&name, "body");
-        abandoned.stop();
-        return too_large();
-    }
+    let abandoned = match body_went_over(body_over_cap, abandoned, id, &name) {
+        Ok(abandoned) => abandoned,
+        Err(response) => return *response,
+    };
     match response {
         Ok(Ok(response)) => response.map(|body| {
             GuestBody::new(body, Outcome::Call(call_outcome), abandoned).boxed_unsync()
@@ -193,12 +191,10 @@ async fn serve_p3(
     // timeout) and drops the answer.
     let abandoned = Abandoned::new(call.alone.clone(), id, name.clone());
     let answer = call.answer().await;
-    if body_over_cap.is_some_and(|over| over.load(Ordering::Relaxed)) {
-        tracing::info!(request = id, app = %name, "413: body over max_body_kb");
-        METRICS.refused(&name, "body");
-        abandoned.stop();
-        return too_large();
-    }
+    let abandoned = match body_went_over(body_over_cap, abandoned, id, &name) {
+        Ok(abandoned) => abandoned,
+        Err(response) => return *response,
+    };
     match answer {
         Answer::Response(response, failed) => response
             .map(|body| GuestBody::new(body, Outcome::Instance(failed), abandoned).boxed_unsync()),
@@ -209,6 +205,23 @@ async fn serve_p3(
         }
         Answer::Failed(failure) => failure.response(id, &name),
     }
+}
+
+/// A streamed body that went over `max_body_kb` while the guest read it:
+/// then the host answers 413 instead of the guest (logged) and stops it.
+fn body_went_over(
+    over: Option<Arc<AtomicBool>>,
+    abandoned: Abandoned,
+    id: u64,
+    app: &str,
+) -> Result<Abandoned, Box<Response>> {
+    if over.is_some_and(|over| over.load(Ordering::Relaxed)) {
+        tracing::info!(request = id, app = %app, "413: body over max_body_kb");
+        METRICS.refused(app, "body");
+        abandoned.stop();
+        return Err(Box::new(too_large()));
+    }
+    Ok(abandoned)
 }
 
 /// `req` with an absolute URI: WASI 0.3 gives the guest the scheme and the
