@@ -98,6 +98,6 @@ mod tests {
         println!("Dispatcher::handle: {size} bytes");
         // 656: the route table a request is pinned to and the instant it
         // was routed (for the latency histogram) took it past 640.
-        assert!(size <= 864, "Dispatcher::handle's future is {size} bytes");
+        assert!(size <= 832, "Dispatcher::handle's future is {size} bytes");
     }
 }

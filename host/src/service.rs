@@ -156,28 +156,33 @@ impl Workers {
             None => CpuClock::new(app.cpu_budget),
         };
         let store = app.new_store(id, cpu)?;
-        let (jobs, queued) = mpsc::unbounded_channel();
-        let state = Arc::new(Mutex::new(Load {
-            in_flight: 1,
-            taken: 1,
-            closed: self.reuse.is_none_or(|r| r.max_requests <= 1),
-        }));
         let (ended, end) = watch::channel(None);
-        if !state.lock().unwrap_or_else(|e| e.into_inner()).closed {
+        // Only a worker that may take more requests is listed, with a
+        // queue and a load the callers share; one that serves a single
+        // request needs neither.
+        let shared = self.reuse.filter(|r| r.max_requests > 1).map(|_| {
+            let (jobs, queued) = mpsc::unbounded_channel();
+            let load = Arc::new(Mutex::new(Load {
+                in_flight: 1,
+                taken: 1,
+                closed: false,
+            }));
             self.lock_open().push_back(Worker {
                 jobs,
-                state: state.clone(),
+                state: load.clone(),
                 end: end.clone(),
             });
-        }
+            Shared { queued, load }
+        });
+        let alone = shared.is_none();
         let Some(job) = job else {
             unreachable!("a job is handed over only to a worker that took it")
         };
-        let task = tokio::spawn(run(app, store, permits, job, queued, state, ended));
+        let task = tokio::spawn(run(app, store, permits, job, shared, ended));
         Ok(Call {
             answer: receiver,
             end,
-            alone: self.reuse.is_none().then(|| task.abort_handle()),
+            alone: alone.then(|| task.abort_handle()),
         })
     }
 
@@ -238,6 +243,22 @@ impl Workers {
     }
 }
 
+/// What a worker that may take more requests shares with the app's
+/// [`Workers`]: where new requests come, and its load.
+struct Shared {
+    queued: mpsc::UnboundedReceiver<Job>,
+    load: Arc<Mutex<Load>>,
+}
+
+impl Shared {
+    /// One request fewer in flight: how many remain.
+    fn finished(&self) -> u32 {
+        let mut load = self.load.lock().unwrap_or_else(|e| e.into_inner());
+        load.in_flight -= 1;
+        load.in_flight
+    }
+}
+
 /// How one request's call ended, as its worker sees it.
 enum Served {
     /// Answered (a response or an error code).
@@ -246,17 +267,16 @@ enum Served {
     TimedOut,
 }
 
-/// A worker: instantiates the app in `store`, serves `first` and then what
-/// comes on `queued`, until no more can come and its requests are
-/// answered; then waits (at most a timeout after its last request began)
+/// A worker: instantiates the app in `store`, serves `first` and then,
+/// when `shared`, what comes on its queue, until no more can come and its
+/// requests are answered; then waits (at most a timeout after its last request began)
 /// for the guest's tasks, which write response bodies, to end.
 async fn run(
     app: Arc<App>,
     mut store: Store<HostState>,
     permits: Permits,
     first: Job,
-    mut queued: mpsc::UnboundedReceiver<Job>,
-    state: Arc<Mutex<Load>>,
+    mut shared: Option<Shared>,
     ended: watch::Sender<Option<Result<(), GuestFailure>>>,
 ) {
     let first_id = first.id;
@@ -272,27 +292,25 @@ async fn run(
         let concurrent = store.run_concurrent(async |accessor| -> wasmtime::Result<()> {
             let mut calls = FuturesUnordered::new();
             calls.push(serve(accessor, &service, (first, first_start), &app, &failed, &deadlines));
-            let mut queue_done = false;
+            let mut queue_done = shared.is_none();
             let mut idle_since = None;
             loop {
                 let idle_deadline = idle_since.map(|since: Instant| since + idle);
                 tokio::select! {
                     Some(served) = calls.next(), if !calls.is_empty() => {
                         let served = served?;
-                        let in_flight = {
-                            let mut load = state.lock().unwrap_or_else(|e| e.into_inner());
-                            load.in_flight -= 1;
-                            load.in_flight
-                        };
-                        app.workers.freed.notify_one();
-                        if matches!(served, Served::TimedOut) {
-                            app.workers.close(&state);
-                        }
-                        if in_flight == 0 && calls.is_empty() {
-                            idle_since = Some(Instant::now());
+                        if let Some(shared) = &shared {
+                            let in_flight = shared.finished();
+                            app.workers.freed.notify_one();
+                            if matches!(served, Served::TimedOut) {
+                                app.workers.close(&shared.load);
+                            }
+                            if in_flight == 0 && calls.is_empty() {
+                                idle_since = Some(Instant::now());
+                            }
                         }
                     }
-                    job = queued.recv(), if !queue_done => match job {
+                    job = next_job(&mut shared), if !queue_done => match job {
                         Some(job) => {
                             idle_since = None;
                             let start = deadlines.started();
@@ -303,7 +321,9 @@ async fn run(
                     },
                     () = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() => {
                         idle_since = None;
-                        app.workers.close(&state);
+                        if let Some(shared) = &shared {
+                            app.workers.close(&shared.load);
+                        }
                     }
                 }
                 if queue_done && calls.is_empty() {
@@ -327,7 +347,9 @@ async fn run(
         }
     }
     .await;
-    app.workers.close(&state);
+    if let Some(shared) = &shared {
+        app.workers.close(&shared.load);
+    }
     let end = outcome.map_err(|e| {
         failed.store(true, Ordering::Release);
         GuestFailure::classify(&e, first_id, app.name())
@@ -335,6 +357,12 @@ async fn run(
     drop(store);
     drop(permits);
     let _ = ended.send(Some(end));
+}
+
+/// The next request on a shared worker's queue; `None` once it is closed
+/// and drained (at once for a worker that serves one request).
+async fn next_job(shared: &mut Option<Shared>) -> Option<Job> {
+    shared.as_mut()?.queued.recv().await
 }
 
 /// How long past a request's own timeout its worker's whole instance is
@@ -470,12 +498,7 @@ async fn serve(
             Err(code) => Answer::Code(code),
         })
     };
-    let result = match app.timeout {
-        Some(limit) => tokio::time::timeout(limit, call)
-            .await
-            .unwrap_or(Err(wasmtime::Error::new(TimedOut(limit)))),
-        None => call.await,
-    };
+    let result = app.within_timeout(call).await;
     deadlines.finished(start);
     match result {
         Ok(reply) => {

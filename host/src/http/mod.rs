@@ -233,19 +233,22 @@ fn absolute(req: http::Request<WasiBody>, secure: bool) -> http::Request<WasiBod
         let host = parts.headers.get(header::HOST)?;
         http::uri::Authority::try_from(host.as_bytes()).ok()
     });
-    let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    if authority.is_some() {
+    // Without an authority the guest gets the path alone.
+    if let Some(authority) = authority {
+        let mut uri = parts.uri.clone().into_parts();
         uri.scheme = Some(if secure {
             http::uri::Scheme::HTTPS
         } else {
             http::uri::Scheme::HTTP
         });
-        uri.authority = authority;
+        uri.authority = Some(authority);
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
+        if let Ok(uri) = http::Uri::from_parts(uri) {
+            parts.uri = uri;
+        }
     }
-    parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
     http::Request::from_parts(parts, body)
 }
 
@@ -447,6 +450,8 @@ mod tests {
              (): ()| handle(i, b, t, r, id),
         );
         println!("http::handle: {size} bytes");
-        assert!(size <= 800, "http::handle's future is {size} bytes");
+        // 640 before wasmtime was built with component-model-async; 744
+        // measured with and without the WASI 0.3 branch.
+        assert!(size <= 768, "http::handle's future is {size} bytes");
     }
 }
