@@ -149,9 +149,11 @@ pub(crate) async fn handle(
         Err(response) => return *response,
     };
     match response {
-        Ok(Ok(response)) => response.map(|body| {
-            GuestBody::new(body, Outcome::Call(call_outcome), abandoned).boxed_unsync()
-        }),
+        Ok(Ok(response)) => {
+            let (head, body) = response.into_parts();
+            let body = GuestBody::new(body, Outcome::Call(call_outcome), abandoned, &head.headers);
+            Response::from_parts(head, body.boxed_unsync())
+        }
         Ok(Err(code)) => {
             tracing::error!(request = id, app = %name, "500: guest answered with error {code:?}");
             abandoned.stop();
@@ -196,8 +198,11 @@ async fn serve_p3(
         Err(response) => return *response,
     };
     match answer {
-        Answer::Response(response, failed) => response
-            .map(|body| GuestBody::new(body, Outcome::Instance(failed), abandoned).boxed_unsync()),
+        Answer::Response(response, failed) => {
+            let (head, body) = response.into_parts();
+            let body = GuestBody::new(body, Outcome::Instance(failed), abandoned, &head.headers);
+            Response::from_parts(head, body.boxed_unsync())
+        }
         Answer::Code(code) => {
             tracing::error!(request = id, app = %name, "500: guest answered with error {code:?}");
             abandoned.stop();
@@ -365,6 +370,10 @@ struct GuestBody {
     inner: HyperOutgoingBody,
     outcome: Option<Outcome>,
     abandoned: Abandoned,
+    /// Bytes still owed of a declared `Content-Length`. The server stops
+    /// reading the body once they are sent, so that, not the body's end, is
+    /// when the answer was delivered whole.
+    owed: Option<u64>,
 }
 
 /// How a [`GuestBody`] learns whether its guest failed.
@@ -377,11 +386,22 @@ enum Outcome {
 }
 
 impl GuestBody {
-    fn new(inner: HyperOutgoingBody, outcome: Outcome, abandoned: Abandoned) -> Self {
+    fn new(
+        inner: HyperOutgoingBody,
+        outcome: Outcome,
+        abandoned: Abandoned,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        // WASI 0.3 bodies carry their length as an exact size hint.
+        let owed = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| inner.size_hint().exact());
         Self {
             inner,
             outcome: Some(outcome),
             abandoned,
+            owed,
         }
     }
 }
@@ -395,6 +415,15 @@ impl Body for GuestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Some(frame) = ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            if let (Ok(frame), Some(owed)) = (&frame, self.owed)
+                && let Some(data) = frame.data_ref()
+            {
+                let owed = owed.saturating_sub(data.len() as u64);
+                self.owed = Some(owed);
+                if owed == 0 {
+                    self.abandoned.finished();
+                }
+            }
             return Poll::Ready(Some(frame));
         }
         let succeeded = match self.outcome.as_mut() {
