@@ -418,8 +418,15 @@ impl Application {
             Some((params, target)) => {
                 req.route(params, Rc::new(settings));
                 match target.into_endpoint() {
+                    #[cfg(not(feature = "wasip3"))]
                     None => Err(HttpError::bad_request(
                         "Can \"Upgrade\" only to \"WebSocket\".",
+                    )),
+                    // The host serves websockets only to WASI 0.2 components.
+                    #[cfg(feature = "wasip3")]
+                    None => Err(HttpError::new(
+                        http::StatusCode::NOT_IMPLEMENTED,
+                        "This app is built for WASI 0.3, which cannot serve websockets.",
                     )),
                     Some(target) => {
                         let handler = endpoint.insert(target);

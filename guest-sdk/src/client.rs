@@ -29,11 +29,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
-use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
-    RequestOptions, Scheme,
-};
+#[cfg(not(feature = "wasip3"))]
+use wasip2::http::types::{IncomingBody, OutgoingBody};
+#[cfg(not(feature = "wasip3"))]
 use wstd::io::{AsyncInputStream, AsyncOutputStream, AsyncPollable};
+
+use crate::wasi::OutgoingRequest;
+use crate::wasi::types::{ErrorCode, Fields, RequestOptions};
 
 /// Why a request got no response (or its body could not be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,7 @@ impl FetchError {
         }
     }
 
+    #[cfg(not(feature = "wasip3"))]
     fn from_io(url: &str, error: &std::io::Error) -> Self {
         FetchError::Other {
             url: url.to_owned(),
@@ -174,13 +177,14 @@ impl Client {
 
     /// Sends `request` and returns the response once its head has arrived;
     /// read the body from the [`ClientResponse`].
+    #[cfg(not(feature = "wasip3"))]
     pub async fn fetch(
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<ClientResponse, FetchError> {
         let url = request.uri().to_string();
         let (parts, body) = request.into_parts();
-        let outgoing = outgoing_request(&url, &parts)?;
+        let outgoing = outgoing_request(&url, &parts, OutgoingRequest::new)?;
         let outgoing_body = outgoing.body().expect("the body is taken once");
         let pending = wasip2::http::outgoing_handler::handle(outgoing, self.options())
             .map_err(|code| FetchError::from_code(&url, &code))?;
@@ -198,14 +202,7 @@ impl Client {
             url: url.clone(),
             detail: format!("invalid status: {e}"),
         })?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in incoming.headers().entries() {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(name), HeaderValue::try_from(value))
-            {
-                headers.append(name, value);
-            }
-        }
+        let headers = header_map(incoming.headers().entries());
         let body = incoming.consume().expect("the body is taken once");
         let stream = AsyncInputStream::new(body.stream().expect("the stream is taken once"));
         Ok(ClientResponse {
@@ -214,6 +211,52 @@ impl Client {
             headers,
             stream: Some(stream),
             _body: body,
+        })
+    }
+
+    /// Sends `request` and returns the response once its head has arrived;
+    /// read the body from the [`ClientResponse`].
+    #[cfg(feature = "wasip3")]
+    pub async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<ClientResponse, FetchError> {
+        use wasip3::http::types::Response as WasiResponse;
+        use wasip3::{wit_future, wit_stream};
+
+        let url = request.uri().to_string();
+        let (parts, body) = request.into_parts();
+        let (mut contents, contents_rx) = wit_stream::new();
+        let (trailers, trailers_rx) = wit_future::new(|| Ok(None));
+        let outgoing = outgoing_request(&url, &parts, |fields| {
+            OutgoingRequest::new(fields, Some(contents_rx), trailers_rx, self.options()).0
+        })?;
+        // The body is written while the request goes out; a refused request
+        // drops its reader, and the response says why.
+        let write = async move {
+            if !body.is_empty() {
+                contents.write_all(body).await;
+            }
+            drop(contents);
+            drop(trailers);
+        };
+        let (response, ()) =
+            futures_util::future::join(wasip3::http::client::send(outgoing), write).await;
+        let response = response.map_err(|code| FetchError::from_code(&url, &code))?;
+        let status =
+            StatusCode::from_u16(response.get_status_code()).map_err(|e| FetchError::Other {
+                url: url.clone(),
+                detail: format!("invalid status: {e}"),
+            })?;
+        let headers = header_map(response.get_headers().copy_all());
+        let (_, done) = wit_future::new(|| Ok(()));
+        let (stream, trailers) = WasiResponse::consume_body(response, done);
+        Ok(ClientResponse {
+            url,
+            status,
+            headers,
+            stream: Some(stream),
+            trailers: Some(trailers),
         })
     }
 
@@ -226,39 +269,21 @@ impl Client {
     }
 }
 
-/// The `wasi:http` request for `parts`.
+/// The `wasi:http` request for `parts`, made by `new` from its headers.
 fn outgoing_request(
     url: &str,
     parts: &http::request::Parts,
+    new: impl FnOnce(Fields) -> OutgoingRequest,
 ) -> Result<OutgoingRequest, FetchError> {
     let invalid = |what: String| FetchError::InvalidRequest(format!("{url}: {what}"));
-    let entries: Vec<(String, Vec<u8>)> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
-    let fields =
-        Fields::from_list(&entries).map_err(|e| invalid(format!("header refused: {e:?}")))?;
-    let request = OutgoingRequest::new(fields);
-    let method = match parts.method.as_str() {
-        "GET" => WasiMethod::Get,
-        "HEAD" => WasiMethod::Head,
-        "POST" => WasiMethod::Post,
-        "PUT" => WasiMethod::Put,
-        "DELETE" => WasiMethod::Delete,
-        "CONNECT" => WasiMethod::Connect,
-        "OPTIONS" => WasiMethod::Options,
-        "TRACE" => WasiMethod::Trace,
-        "PATCH" => WasiMethod::Patch,
-        other => WasiMethod::Other(other.to_owned()),
-    };
+    let fields = Fields::from_list(&crate::wasi::entries(&parts.headers))
+        .map_err(|e| invalid(format!("header refused: {e:?}")))?;
+    let request = new(fields);
     request
-        .set_method(&method)
+        .set_method(&crate::wasi::method_to(&parts.method))
         .map_err(|()| invalid(format!("method {} refused", parts.method)))?;
     let scheme = match parts.uri.scheme_str() {
-        Some("http") => Scheme::Http,
-        Some("https") => Scheme::Https,
-        Some(other) => Scheme::Other(other.to_owned()),
+        Some(scheme) => crate::wasi::scheme_to(scheme),
         None => {
             return Err(invalid(
                 "the URL needs a scheme (http:// or https://)".into(),
@@ -282,7 +307,19 @@ fn outgoing_request(
     Ok(request)
 }
 
+/// `entries` as a header map; entries that are not valid headers are left out.
+fn header_map(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in entries {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
 /// Writes the whole request body and finishes it.
+#[cfg(not(feature = "wasip3"))]
 async fn write_body(body: OutgoingBody, bytes: &[u8]) -> std::io::Result<()> {
     let stream = AsyncOutputStream::new(body.write().expect("the stream is taken once"));
     let written = async {
@@ -315,8 +352,18 @@ pub struct ClientResponse {
     headers: HeaderMap,
     /// `None` once the body has ended. Declared before `_body`, whose child
     /// it is, so it is dropped first.
+    #[cfg(not(feature = "wasip3"))]
     stream: Option<AsyncInputStream>,
+    #[cfg(not(feature = "wasip3"))]
     _body: IncomingBody,
+    /// `None` once the body has ended.
+    #[cfg(feature = "wasip3")]
+    stream: Option<wasip3::wit_bindgen::StreamReader<u8>>,
+    /// Resolves when the body has ended: an error if it was cut short.
+    #[cfg(feature = "wasip3")]
+    trailers: Option<
+        wasip3::wit_bindgen::FutureReader<Result<Option<wasip3::http::types::Trailers>, ErrorCode>>,
+    >,
 }
 
 impl std::fmt::Debug for ClientResponse {
@@ -346,6 +393,30 @@ impl ClientResponse {
     }
 
     /// The next chunk of the body as it arrives; `None` at its end.
+    #[cfg(feature = "wasip3")]
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        use wasip3::wit_bindgen::StreamResult;
+
+        while let Some(stream) = &mut self.stream {
+            let (result, chunk) = stream.read(Vec::with_capacity(16 << 10)).await;
+            if !chunk.is_empty() {
+                return Ok(Some(Bytes::from(chunk)));
+            }
+            if !matches!(result, StreamResult::Complete(_)) {
+                self.stream = None;
+            }
+        }
+        match self.trailers.take() {
+            Some(trailers) => match trailers.await {
+                Ok(_) => Ok(None),
+                Err(code) => Err(FetchError::from_code(&self.url, &code)),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// The next chunk of the body as it arrives; `None` at its end.
+    #[cfg(not(feature = "wasip3"))]
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
         let Some(stream) = &self.stream else {
             return Ok(None);

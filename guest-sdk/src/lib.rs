@@ -48,6 +48,9 @@
 //!
 //! `cargo build --release --target wasm32-wasip2` then leaves the component in
 //! `target/wasm32-wasip2/release/<crate>.wasm`, ready for `cyclone serve`.
+//! With the `wasip3` feature the same code builds as a WASI 0.3 component
+//! (exporting `wasi:http/handler@0.3.0`): everything here works the same,
+//! except websockets, which need a WASI 0.2 build.
 //! The [`guide`] builds a whole application step by step.
 //!
 //! The [`handler`] attribute alone also works for a single function from a
@@ -75,10 +78,12 @@ pub mod pubsub;
 mod request;
 mod response;
 mod route;
+#[cfg_attr(feature = "wasip3", path = "serve_p3.rs")]
 mod serve;
 mod settings;
 pub mod time;
 pub mod variables;
+mod wasi;
 pub mod websocket;
 
 pub use app::{Application, Handler};
@@ -93,20 +98,29 @@ pub use response::{IntoResponse, Response};
 /// Used by the macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    use std::future::Future;
-
-    pub use wstd::__internal::wasip2;
-    pub use wstd::__internal::wasip2::exports::http::incoming_handler::Guest as IncomingHandler;
-    pub use wstd::__internal::wasip2::http::types::{IncomingRequest, ResponseOutparam};
-
     pub use crate::bindings;
     pub use crate::bindings::cyclone::platform::websocket::{
         Request as HandshakeRequest, Response as HandshakeResponse, Session,
     };
+    #[cfg(not(feature = "wasip3"))]
     pub use crate::bindings::export_websocket_handler;
+    #[cfg(not(feature = "wasip3"))]
     pub use crate::bindings::exports::cyclone::platform::websocket_handler::Guest as WebSocketGuest;
+    #[cfg(feature = "wasip3")]
+    pub use wasip3;
+    #[cfg(feature = "wasip3")]
+    pub use wasip3::exports::http::handler::Guest as HttpHandler;
+    #[cfg(feature = "wasip3")]
+    pub use wasip3::http::types::{ErrorCode, Request as WasiRequest, Response as WasiResponse};
+    #[cfg(not(feature = "wasip3"))]
+    pub use wstd::__internal::wasip2;
+    #[cfg(not(feature = "wasip3"))]
+    pub use wstd::__internal::wasip2::exports::http::incoming_handler::Guest as IncomingHandler;
+    #[cfg(not(feature = "wasip3"))]
+    pub use wstd::__internal::wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
     /// The `websocket-handler` export's `connect`.
+    #[cfg(not(feature = "wasip3"))]
     pub fn connect(
         app: crate::Application,
         request: HandshakeRequest,
@@ -115,26 +129,90 @@ pub mod __private {
     }
 
     /// The `websocket-handler` export's `run`.
+    #[cfg(not(feature = "wasip3"))]
     pub fn run(session: Session) {
         crate::websocket::run(session)
     }
 
-    use crate::{IntoResponse, Request};
+    pub use crate::serve::serve;
 
-    /// Reads the request, runs the handler on the SDK's executor, and writes
-    /// its response.
-    pub fn serve<F, Fut>(request: IncomingRequest, response_out: ResponseOutparam, handler: F)
-    where
-        F: FnOnce(Request) -> Fut,
-        Fut: Future,
-        Fut::Output: IntoResponse,
-    {
-        wstd::runtime::block_on(async move {
-            let response = match Request::from_incoming(request).await {
-                Ok(request) => handler(request).await.into_response(),
-                Err(error) => error.into_response(),
-            };
-            crate::serve::send(response, response_out).await;
-        })
+    /// Exports `$handler` (an `FnOnce(Request)` returning a future of
+    /// something that implements `IntoResponse`) as the component's
+    /// `wasi:http/incoming-handler@0.2`, implemented by the type `$ty`.
+    #[cfg(not(feature = "wasip3"))]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __export_http {
+        ($ty:ident, $handler:expr) => {
+            impl ::cyclone_sdk::__private::IncomingHandler for $ty {
+                fn handle(
+                    request: ::cyclone_sdk::__private::IncomingRequest,
+                    response_out: ::cyclone_sdk::__private::ResponseOutparam,
+                ) {
+                    ::cyclone_sdk::__private::serve(request, response_out, $handler)
+                }
+            }
+
+            ::cyclone_sdk::__private::wasip2::http::proxy::export!(
+                $ty with_types_in ::cyclone_sdk::__private::wasip2
+            );
+        };
     }
+
+    /// Exports `$handler` as the component's `wasi:http/handler@0.3`,
+    /// implemented by the type `$ty`.
+    #[cfg(feature = "wasip3")]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __export_http {
+        ($ty:ident, $handler:expr) => {
+            impl ::cyclone_sdk::__private::HttpHandler for $ty {
+                async fn handle(
+                    request: ::cyclone_sdk::__private::WasiRequest,
+                ) -> ::core::result::Result<
+                    ::cyclone_sdk::__private::WasiResponse,
+                    ::cyclone_sdk::__private::ErrorCode,
+                > {
+                    ::cyclone_sdk::__private::serve(request, $handler).await
+                }
+            }
+
+            ::cyclone_sdk::__private::wasip3::http::service::export!(
+                $ty with_types_in ::cyclone_sdk::__private::wasip3
+            );
+        };
+    }
+
+    /// Exports the websocket handler of the application `$app` (a
+    /// `fn() -> Application`), implemented by the type `$ty`.
+    #[cfg(not(feature = "wasip3"))]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __export_websocket {
+        ($ty:ident, $app:path) => {
+            impl ::cyclone_sdk::__private::WebSocketGuest for $ty {
+                fn connect(
+                    request: ::cyclone_sdk::__private::HandshakeRequest,
+                ) -> ::core::option::Option<::cyclone_sdk::__private::HandshakeResponse> {
+                    ::cyclone_sdk::__private::connect($app(), request)
+                }
+
+                fn run(session: ::cyclone_sdk::__private::Session) {
+                    ::cyclone_sdk::__private::run(session)
+                }
+            }
+
+            ::cyclone_sdk::__private::export_websocket_handler!($ty);
+        };
+    }
+
+    /// A WASI 0.3 build serves no websockets: nothing to export.
+    #[cfg(feature = "wasip3")]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __export_websocket {
+        ($ty:ident, $app:path) => {};
+    }
+
+    pub use crate::{__export_http as export_http, __export_websocket as export_websocket};
 }

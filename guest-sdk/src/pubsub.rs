@@ -114,15 +114,26 @@ impl Subscription {
     /// future may be dropped (say, by [`select`](crate::time::select))
     /// without losing an event.
     pub async fn next(&mut self) -> Event {
+        #[cfg(not(feature = "wasip3"))]
         loop {
             if let Some(event) = self.inner.try_next() {
-                return match event {
-                    wit::Event::Message(message) => Event::Message(from_wit(message)),
-                    wit::Event::Lagged(n) => Event::Lagged(n),
-                };
+                return from_wit_event(event);
             }
             crate::time::wait_for(self.inner.subscribe()).await;
         }
+        #[cfg(feature = "wasip3")]
+        match crate::bindings::cyclone::platform::pubsub_async::next(&self.inner).await {
+            Some(event) => from_wit_event(event),
+            // The topic delivers no more: nothing will come.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn from_wit_event(event: wit::Event) -> Event {
+    match event {
+        wit::Event::Message(message) => Event::Message(from_wit(message)),
+        wit::Event::Lagged(n) => Event::Lagged(n),
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cookie::Cookie;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde::de::DeserializeOwned;
-use wasip2::http::types::{IncomingBody, IncomingRequest, Method as WasiMethod, Scheme};
+#[cfg(not(feature = "wasip3"))]
+use wasip2::http::types::{IncomingBody, IncomingRequest};
+#[cfg(not(feature = "wasip3"))]
 use wasip2::io::streams::StreamError;
 
 use crate::settings::{Settings, XSRF_COOKIE};
@@ -30,9 +32,17 @@ pub struct Request {
 
 impl Request {
     /// Reads a request and its whole body from the host.
+    #[cfg(not(feature = "wasip3"))]
     pub(crate) async fn from_incoming(incoming: IncomingRequest) -> Result<Self, HttpError> {
-        let head = head_of(&incoming)
-            .map_err(|e| HttpError::bad_request(format!("unreadable request: {e}")))?;
+        let head = Head {
+            method: incoming.method(),
+            scheme: incoming.scheme(),
+            authority: incoming.authority(),
+            path_with_query: incoming.path_with_query(),
+            headers: incoming.headers().entries(),
+        }
+        .parse()
+        .map_err(|e| HttpError::bad_request(format!("unreadable request: {e}")))?;
         let body = read_body(incoming)
             .await
             .map_err(|e| HttpError::bad_request(format!("unreadable request body: {e}")))?;
@@ -298,47 +308,43 @@ fn forbidden(why: &str) -> HttpError {
     HttpError::new(StatusCode::FORBIDDEN, why)
 }
 
-/// The method, URI and headers of an incoming request.
-fn head_of(incoming: &IncomingRequest) -> Result<http::request::Parts, http::Error> {
-    let method = match incoming.method() {
-        WasiMethod::Get => Method::GET,
-        WasiMethod::Head => Method::HEAD,
-        WasiMethod::Post => Method::POST,
-        WasiMethod::Put => Method::PUT,
-        WasiMethod::Delete => Method::DELETE,
-        WasiMethod::Connect => Method::CONNECT,
-        WasiMethod::Options => Method::OPTIONS,
-        WasiMethod::Trace => Method::TRACE,
-        WasiMethod::Patch => Method::PATCH,
-        WasiMethod::Other(other) => Method::from_bytes(other.as_bytes())?,
-    };
-    let mut uri = Uri::builder();
-    if let Some(scheme) = incoming.scheme() {
-        uri = uri.scheme(match &scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-            Scheme::Other(other) => other.as_str(),
-        });
-    }
-    if let Some(authority) = incoming.authority() {
-        uri = uri.authority(authority.as_str());
-    }
-    let path = incoming.path_with_query();
-    uri = uri.path_and_query(path.as_deref().unwrap_or("/"));
-    let (mut head, ()) = http::Request::builder()
-        .method(method)
-        .uri(uri.build()?)
-        .body(())?
-        .into_parts();
-    for (name, value) in incoming.headers().entries() {
-        head.headers.append(
-            header::HeaderName::from_bytes(name.as_bytes())?,
-            header::HeaderValue::from_bytes(&value)?,
-        );
-    }
-    Ok(head)
+/// A request's head as WASI gives it.
+pub(crate) struct Head {
+    pub(crate) method: crate::wasi::types::Method,
+    pub(crate) scheme: Option<crate::wasi::types::Scheme>,
+    pub(crate) authority: Option<String>,
+    pub(crate) path_with_query: Option<String>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Head {
+    /// The head as an `http` request's.
+    pub(crate) fn parse(self) -> Result<http::request::Parts, http::Error> {
+        let method = crate::wasi::method_from(self.method)?;
+        let mut uri = Uri::builder();
+        if let Some(scheme) = &self.scheme {
+            uri = uri.scheme(crate::wasi::scheme_str(scheme));
+        }
+        if let Some(authority) = self.authority {
+            uri = uri.authority(authority.as_str());
+        }
+        uri = uri.path_and_query(self.path_with_query.as_deref().unwrap_or("/"));
+        let (mut head, ()) = http::Request::builder()
+            .method(method)
+            .uri(uri.build()?)
+            .body(())?
+            .into_parts();
+        for (name, value) in self.headers {
+            head.headers.append(
+                header::HeaderName::from_bytes(name.as_bytes())?,
+                header::HeaderValue::from_bytes(&value)?,
+            );
+        }
+        Ok(head)
+    }
+}
+
+#[cfg(not(feature = "wasip3"))]
 /// Reads an incoming request's body to its end, suspending while the host
 /// has nothing more yet.
 async fn read_body(incoming: IncomingRequest) -> Result<Vec<u8>, String> {

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use crate::HttpError;
-use wstd::io::AsyncOutputStream;
+use crate::serve::Sink;
 
 type StreamFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + 'a>>;
 type StreamFn = Box<dyn for<'a> FnOnce(&'a mut BodyWriter) -> StreamFuture<'a>>;
@@ -213,8 +213,20 @@ impl Response {
         self.body = Body::Omitted;
     }
 
-    pub(crate) fn into_parts(self) -> (StatusCode, HeaderMap, Body) {
-        (self.status, self.headers, self.body)
+    /// The status, the headers as WASI entries (with `Content-Length` for a
+    /// body in memory) and the body, ready to send.
+    pub(crate) fn into_wire(mut self) -> (StatusCode, Vec<(String, Vec<u8>)>, Body) {
+        // 1xx, 204 and 304 responses have no body and must not declare one.
+        let bodiless = self.status.is_informational()
+            || self.status == StatusCode::NO_CONTENT
+            || self.status == StatusCode::NOT_MODIFIED;
+        if let Body::Bytes(bytes) = &self.body
+            && !bodiless
+        {
+            self.headers
+                .insert(header::CONTENT_LENGTH, bytes.len().into());
+        }
+        (self.status, crate::wasi::entries(&self.headers), self.body)
     }
 }
 
@@ -277,13 +289,13 @@ impl From<HttpError> for Response {
 
 /// Where a streamed body goes. Get one from [`Response::stream`].
 pub struct BodyWriter {
-    stream: AsyncOutputStream,
+    stream: Sink,
     buffer: Vec<u8>,
 }
 
 impl BodyWriter {
     /// A writer into `stream`, the response body's.
-    pub(crate) fn new(stream: AsyncOutputStream) -> Self {
+    pub(crate) fn new(stream: Sink) -> Self {
         Self {
             stream,
             buffer: Vec::new(),

@@ -1,29 +1,41 @@
-//! Writing a response to the host through `wasi:http`.
+//! Serving a request through `wasi:http` 0.2: the handler runs on the
+//! SDK's executor, and the response goes back through the outparam.
 
-use wasip2::http::types::{ErrorCode, Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use std::future::Future;
+
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 use wstd::io::AsyncOutputStream;
 
-use crate::Response;
 use crate::response::{Body, BodyWriter};
+use crate::{IntoResponse, Request, Response};
+
+/// Reads the request, runs the handler on the SDK's executor, and writes
+/// its response.
+pub fn serve<F, Fut>(request: IncomingRequest, response_out: ResponseOutparam, handler: F)
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future,
+    Fut::Output: IntoResponse,
+{
+    wstd::runtime::block_on(async move {
+        let response = match Request::from_incoming(request).await {
+            Ok(request) => handler(request).await.into_response(),
+            Err(error) => error.into_response(),
+        };
+        send(response, response_out).await;
+    })
+}
+
+/// Where a streamed response body goes.
+pub(crate) type Sink = AsyncOutputStream;
 
 /// Sends `response` through `out`: the head first, then the body. A body
 /// that fails part-way is left unfinished, which the host reports to the
 /// client by cutting the connection.
-pub(crate) async fn send(response: Response, out: ResponseOutparam) {
-    let (status, mut headers, body) = response.into_parts();
-    // 1xx, 204 and 304 responses have no body and must not declare one.
-    let bodiless = status.is_informational()
-        || status == http::StatusCode::NO_CONTENT
-        || status == http::StatusCode::NOT_MODIFIED;
-    if let Body::Bytes(bytes) = &body
-        && !bodiless
-    {
-        headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
-    }
-    let entries: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
+async fn send(response: Response, out: ResponseOutparam) {
+    let (status, entries, body) = response.into_wire();
     let fields = match Fields::from_list(&entries) {
         Ok(fields) => fields,
         Err(e) => {

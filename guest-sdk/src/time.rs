@@ -27,7 +27,13 @@ pub use futures_util::future::{Either, join, join_all, join3};
 /// Suspends the handler for `duration`; the instance costs the host nothing
 /// meanwhile.
 pub async fn sleep(duration: Duration) {
+    #[cfg(not(feature = "wasip3"))]
     wstd::task::sleep(wstd::time::Duration::from(duration)).await;
+    #[cfg(feature = "wasip3")]
+    wasip3::clocks::monotonic_clock::wait_for(
+        u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
+    )
+    .await;
 }
 
 /// The error of a [`timeout`] that ran out.

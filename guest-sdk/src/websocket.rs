@@ -242,6 +242,7 @@ thread_local! {
 
 /// The `websocket-handler` export's `connect`: routes the handshake and asks
 /// the handler; `None` accepts.
+#[cfg_attr(feature = "wasip3", allow(dead_code))]
 pub(crate) fn connect(app: crate::Application, head: wit::Request) -> Option<wit::Response> {
     let mut builder = http::Request::builder()
         .method(head.method.as_str())
@@ -270,6 +271,7 @@ pub(crate) fn connect(app: crate::Application, head: wit::Request) -> Option<wit
 }
 
 /// The `websocket-handler` export's `run`.
+#[cfg_attr(feature = "wasip3", allow(dead_code))]
 pub(crate) fn run(session: wit::Session) {
     let Some(mut accepted) = ACCEPTED.with(|slot| slot.borrow_mut().take()) else {
         panic!("run called without an accepted connect");

@@ -33,23 +33,13 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     .into()
 }
 
-/// The `wasi:http/incoming-handler` export of the type `CycloneHandler`,
-/// serving each request with `handler`, an `FnOnce(Request)` returning a
-/// future of something that implements `IntoResponse`.
+/// The HTTP export of the type `CycloneHandler` (`wasi:http` 0.2 or 0.3,
+/// as the SDK is built), serving each request with `handler`, an
+/// `FnOnce(Request)` returning a future of something that implements
+/// `IntoResponse`.
 fn incoming_handler(handler: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     quote! {
-        impl ::cyclone_sdk::__private::IncomingHandler for CycloneHandler {
-            fn handle(
-                request: ::cyclone_sdk::__private::IncomingRequest,
-                response_out: ::cyclone_sdk::__private::ResponseOutparam,
-            ) {
-                ::cyclone_sdk::__private::serve(request, response_out, #handler)
-            }
-        }
-
-        ::cyclone_sdk::__private::wasip2::http::proxy::export!(
-            CycloneHandler with_types_in ::cyclone_sdk::__private::wasip2
-        );
+        ::cyclone_sdk::__private::export_http!(CycloneHandler, #handler);
     }
 }
 
@@ -90,20 +80,7 @@ pub fn app(attr: TokenStream, item: TokenStream) -> TokenStream {
         const _: () = {
             struct CycloneHandler;
             #export
-
-            impl ::cyclone_sdk::__private::WebSocketGuest for CycloneHandler {
-                fn connect(
-                    request: ::cyclone_sdk::__private::HandshakeRequest,
-                ) -> ::core::option::Option<::cyclone_sdk::__private::HandshakeResponse> {
-                    ::cyclone_sdk::__private::connect(#name(), request)
-                }
-
-                fn run(session: ::cyclone_sdk::__private::Session) {
-                    ::cyclone_sdk::__private::run(session)
-                }
-            }
-
-            ::cyclone_sdk::__private::export_websocket_handler!(CycloneHandler);
+            ::cyclone_sdk::__private::export_websocket!(CycloneHandler, #name);
         };
     }
     .into()

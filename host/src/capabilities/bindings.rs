@@ -21,7 +21,7 @@ wasmtime::component::bindgen!({
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:random": wasmtime_wasi::p2::bindings::random,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-        "cyclone:platform/pubsub.subscription": crate::pubsub::Subscription,
+        "cyclone:platform/pubsub.subscription": crate::capabilities::pubsub::Subscription,
         "cyclone:platform/websocket.session": crate::capabilities::websocket::Session,
         "wasi:keyvalue/store.bucket": crate::kv::Bucket,
         "wasi:keyvalue/atomics.cas": crate::kv::Cas,

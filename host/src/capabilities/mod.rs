@@ -14,7 +14,7 @@ pub(crate) mod bindings;
 mod guest_log;
 mod key_value;
 pub mod outbound;
-mod pubsub;
+pub(crate) mod pubsub;
 mod variables;
 pub(crate) mod websocket;
 
@@ -234,6 +234,12 @@ pub fn linker_for(
         &mut linker,
         |state| state,
     )?;
+    if wasi == Wasi::P3 {
+        bindings::cyclone::platform::pubsub_async::add_to_linker::<_, pubsub::HasPubSub>(
+            &mut linker,
+            |state| state,
+        )?;
+    }
     bindings::cyclone::platform::websocket::add_to_linker::<_, HasSelf<HostState>>(
         &mut linker,
         |state| state,

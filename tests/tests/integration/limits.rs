@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use cyclone_tests::{Cyclone, Upstream, components, example_manifest, manifest};
 
-/// The aggregator fetching `upstreams` (comma-separated), each bounded by
-/// `timeout_ms`, allowed to reach `allowed` (a TOML array).
-fn aggregator(upstreams: &str, timeout_ms: u64, allowed: &str) -> Cyclone {
+/// The aggregator (`component`, one of its builds) fetching `upstreams`
+/// (comma-separated), each bounded by `timeout_ms`, allowed to reach
+/// `allowed` (a TOML array).
+fn aggregator(component: &str, upstreams: &str, timeout_ms: u64, allowed: &str) -> Cyclone {
     let (_dir, path) = manifest(&format!(
         "[apps.aggregator]\ncomponent = {:?}\nroutes = [\"/...\"]\nallowed_outbound_hosts = {allowed}\n\
          [apps.aggregator.variables]\nupstreams = {upstreams:?}\nupstream_timeout_ms = \"{timeout_ms}\"\n",
-        components::AGGREGATOR
+        component
     ));
     Cyclone::serve(&path)
 }
@@ -31,9 +32,20 @@ fn results(body: &str) -> Vec<String> {
 
 #[test]
 fn the_aggregator_fetches_upstreams_concurrently() {
+    fetches_concurrently(components::AGGREGATOR);
+}
+
+/// The same through the SDK's client in a WASI 0.3 build.
+#[test]
+fn the_aggregator_fetches_upstreams_concurrently_on_wasi_03() {
+    fetches_concurrently(components::AGGREGATOR_P3);
+}
+
+fn fetches_concurrently(component: &str) {
     let upstream = Upstream::start();
     let url = upstream.url("/delay/300");
     let server = aggregator(
+        component,
         &[url.as_str(); 3].join(","),
         5_000,
         &format!("[\"http://127.0.0.1:{}\"]", upstream.port()),
@@ -59,9 +71,20 @@ fn the_aggregator_fetches_upstreams_concurrently() {
 
 #[test]
 fn a_slow_upstream_times_out_while_the_others_succeed() {
+    times_out_the_slow_one(components::AGGREGATOR);
+}
+
+/// The same through the SDK's client in a WASI 0.3 build.
+#[test]
+fn a_slow_upstream_times_out_while_the_others_succeed_on_wasi_03() {
+    times_out_the_slow_one(components::AGGREGATOR_P3);
+}
+
+fn times_out_the_slow_one(component: &str) {
     let upstream = Upstream::start();
     let (fast, slow) = (upstream.url("/delay/300"), upstream.url("/delay/2000"));
     let server = aggregator(
+        component,
         &format!("{fast},{slow},{fast}"),
         500,
         &format!("[\"http://127.0.0.1:{}\"]", upstream.port()),
@@ -85,11 +108,22 @@ fn a_slow_upstream_times_out_while_the_others_succeed() {
 
 #[test]
 fn denied_hosts_and_internal_addresses_are_error_values() {
+    reports_denials(components::AGGREGATOR);
+}
+
+/// The same through the SDK's client in a WASI 0.3 build.
+#[test]
+fn denied_hosts_and_internal_addresses_are_error_values_on_wasi_03() {
+    reports_denials(components::AGGREGATOR_P3);
+}
+
+fn reports_denials(component: &str) {
     let upstream = Upstream::start();
     let listed = upstream.url("/ok");
     let unlisted = format!("http://127.0.0.2:{}/ok", upstream.port());
     let by_name = format!("http://localhost:{}/ok", upstream.port());
     let server = aggregator(
+        component,
         &format!("{listed},{unlisted}"),
         5_000,
         &format!("[\"http://127.0.0.1:{}\"]", upstream.port()),
@@ -105,7 +139,12 @@ fn denied_hosts_and_internal_addresses_are_error_values() {
 
     // A wildcard never reaches internal addresses, by IP or by a name that
     // resolves to one.
-    let wildcard = aggregator(&format!("{listed},{by_name}"), 5_000, "[\"http://*:*\"]");
+    let wildcard = aggregator(
+        component,
+        &format!("{listed},{by_name}"),
+        5_000,
+        "[\"http://*:*\"]",
+    );
     let started = Instant::now();
     let results = results(&wildcard.get("/aggregate").body);
     assert!(

@@ -474,3 +474,50 @@ fn a_component_without_the_http_export_is_refused() {
         "empty.wasm: not an HTTP component: it exports neither `wasi:http/incoming-handler@0.2.x` (WASI 0.2) nor `wasi:http/handler@0.3.x` (WASI 0.3); its exports: none",
     );
 }
+
+#[test]
+fn a_secret_from_the_environment_reaches_the_guest() {
+    let (_dir, path) = manifest(&format!(
+        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
+         [apps.probe.variables]\ngreeting = \"hello\"\nsecret = {{ env = \"PROBE_SECRET\" }}\n",
+        components::PROBE
+    ));
+    let server = Cyclone::serve_with_env(&path, &[("PROBE_SECRET", "from the environment")]);
+    assert_eq!(server.get("/variable?name=greeting").body, "hello");
+    assert_eq!(
+        server.get("/variable?name=secret").body,
+        "from the environment"
+    );
+    assert_eq!(server.get("/variable?name=missing").status, 404);
+
+    // Another app in the same host sees only its own variables.
+    let (_dir2, two) = manifest(&format!(
+        "[apps.a]\ncomponent = {probe:?}\nroutes = [\"/a/...\"]\n[apps.a.variables]\nname = \"a\"\n\
+         [apps.b]\ncomponent = {probe:?}\nroutes = [\"/...\"]\n",
+        probe = components::PROBE
+    ));
+    let server = Cyclone::serve(&two);
+    assert_eq!(server.get("/variable?name=name").status, 404);
+}
+
+#[test]
+fn an_unset_environment_variable_stops_start_up_with_a_clear_error() {
+    let (_dir, path) = manifest(&format!(
+        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
+         [apps.probe.variables]\nsecret = {{ env = \"CYCLONE_TEST_SURELY_UNSET\" }}\n",
+        components::PROBE
+    ));
+    assert_refuses(
+        &["serve".as_ref(), path.as_os_str()],
+        "variable `secret` comes from the environment variable `CYCLONE_TEST_SURELY_UNSET`, which is not set",
+    );
+}
+
+#[test]
+fn an_internal_error_shows_the_client_nothing_and_logs_the_detail() {
+    let server = Cyclone::serve(components::PROBE);
+    let reply = server.get("/internal");
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.body, "500 Internal Server Error\n");
+    assert!(server.wait_for_log("the database password is hunter2", Duration::from_secs(10)));
+}

@@ -1,17 +1,27 @@
-//! The SDK's web framework through `examples/tour` (and the probe guest):
-//! routes, JSON, arguments, signed cookies, XSRF, streaming, error pages and
-//! app variables.
+//! The SDK's web framework through `examples/tour`: routes, JSON,
+//! arguments, signed cookies, XSRF, streaming and error pages. The suite runs
+//! twice: as `tour` against the WASI 0.2 build and as `tour_p3` against the
+//! WASI 0.3 build (cyclone-sdk's `wasip3` feature).
 
 use std::time::Duration;
 
-use cyclone_tests::{Cyclone, Reply, components, example_manifest, manifest};
+use cyclone_tests::{Cyclone, Reply, components, example_manifest};
+
+/// The build under test: this file is also the module `tour_p3`.
+fn component() -> &'static str {
+    if module_path!().ends_with("_p3") {
+        components::TOUR_P3
+    } else {
+        components::TOUR
+    }
+}
 
 /// The tour served from its own manifest, with the cookie secret and session
 /// length replaced by `secret` and `max_age_secs`.
 fn tour_with(secret: &str, max_age_secs: &str) -> Cyclone {
     let (dir, path) = example_manifest(
         "tour",
-        components::TOUR,
+        component(),
         &[
             (
                 "default = \"1:tour-secret-for-local-use-only\"",
@@ -395,55 +405,8 @@ fn an_unknown_path_gets_the_custom_404_page_naming_it() {
 
 #[test]
 fn the_example_manifest_runs_with_its_defaults() {
-    let (_dir, path) = example_manifest("tour", components::TOUR, &[]);
+    let (_dir, path) = example_manifest("tour", component(), &[]);
     let server = Cyclone::serve(&path);
     let session = log_in(&server, "ada");
     assert_eq!(me(&server, &session).status, 200);
-}
-
-#[test]
-fn a_secret_from_the_environment_reaches_the_guest() {
-    let (_dir, path) = manifest(&format!(
-        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
-         [apps.probe.variables]\ngreeting = \"hello\"\nsecret = {{ env = \"PROBE_SECRET\" }}\n",
-        components::PROBE
-    ));
-    let server = Cyclone::serve_with_env(&path, &[("PROBE_SECRET", "from the environment")]);
-    assert_eq!(server.get("/variable?name=greeting").body, "hello");
-    assert_eq!(
-        server.get("/variable?name=secret").body,
-        "from the environment"
-    );
-    assert_eq!(server.get("/variable?name=missing").status, 404);
-
-    // Another app in the same host sees only its own variables.
-    let (_dir2, two) = manifest(&format!(
-        "[apps.a]\ncomponent = {probe:?}\nroutes = [\"/a/...\"]\n[apps.a.variables]\nname = \"a\"\n\
-         [apps.b]\ncomponent = {probe:?}\nroutes = [\"/...\"]\n",
-        probe = components::PROBE
-    ));
-    let server = Cyclone::serve(&two);
-    assert_eq!(server.get("/variable?name=name").status, 404);
-}
-
-#[test]
-fn an_unset_environment_variable_stops_start_up_with_a_clear_error() {
-    let (_dir, path) = manifest(&format!(
-        "[apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
-         [apps.probe.variables]\nsecret = {{ env = \"CYCLONE_TEST_SURELY_UNSET\" }}\n",
-        components::PROBE
-    ));
-    crate::serve::assert_refuses(
-        &["serve".as_ref(), path.as_os_str()],
-        "variable `secret` comes from the environment variable `CYCLONE_TEST_SURELY_UNSET`, which is not set",
-    );
-}
-
-#[test]
-fn an_internal_error_shows_the_client_nothing_and_logs_the_detail() {
-    let server = Cyclone::serve(components::PROBE);
-    let reply = server.get("/internal");
-    assert_eq!(reply.status, 500);
-    assert_eq!(reply.body, "500 Internal Server Error\n");
-    assert!(server.wait_for_log("the database password is hunter2", Duration::from_secs(10)));
 }

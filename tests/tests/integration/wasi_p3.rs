@@ -486,3 +486,53 @@ fn instance_reuse_is_checked_and_ignored_with_a_warning_on_wasi_02_apps() {
         Duration::from_secs(5)
     ));
 }
+
+#[test]
+fn the_sdks_hello_builds_as_a_wasi_03_component() {
+    let server = Cyclone::serve(components::HELLO_P3);
+    for path in ["/", "/any/path"] {
+        let reply = server.get(path);
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.body, "Hello, world!");
+        assert_eq!(reply.header("content-length"), Some("13"));
+    }
+    assert!(server.wait_for_log("WASI 0.3 engine started", Duration::from_secs(10)));
+    // The body is sent whole, so the host does not take the client for gone.
+    assert!(
+        !server.wait_for_log("client went away", Duration::from_millis(500)),
+        "{:?}",
+        server.log()
+    );
+}
+
+#[test]
+fn long_polls_wait_side_by_side_in_one_reused_instance() {
+    use crate::chat_p3::{chat, finish, messages, post, start_poll};
+    // One instance for every poll, taking 16 at once.
+    let server = chat(&[
+        (
+            "{ route = \"/a/message/updates\", max_instances = 2000 }",
+            "{ route = \"/a/message/updates\", max_instances = 1 }",
+        ),
+        (
+            "timeout_ms = 60000",
+            "timeout_ms = 60000\n\
+             instance_reuse = { max_requests = 128, max_concurrent = 16, idle_timeout_ms = 1000 }",
+        ),
+    ]);
+    let first = post(&server, "before");
+    let polls: Vec<_> = (0..16).map(|_| start_poll(&server, Some(first))).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A guest waiting for a message does not hold up the others in its
+    // instance: one post answers all sixteen.
+    let posted = Instant::now();
+    let id = post(&server, "news");
+    for poll in polls {
+        assert_eq!(messages(&finish(poll)), [(id, "news".to_owned())]);
+    }
+    assert!(
+        posted.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        posted.elapsed()
+    );
+}
