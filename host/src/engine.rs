@@ -86,6 +86,14 @@ pub enum Wasi {
 }
 
 impl Wasi {
+    /// The release's number, e.g. `0.3`.
+    pub fn release(self) -> &'static str {
+        match self {
+            Wasi::P2 => "0.2",
+            Wasi::P3 => "0.3",
+        }
+    }
+
     /// Which release the component in `bytes` serves, from its top-level
     /// exports; an error says what it exports instead.
     pub fn of(bytes: &[u8]) -> Result<Self, String> {
@@ -126,49 +134,53 @@ const P2_HANDLER: &str = "wasi:http/incoming-handler@";
 /// The export a WASI 0.3 HTTP component serves requests through.
 const P3_HANDLER: &str = "wasi:http/handler@";
 
-/// The process's engines: one for WASI 0.2 components, and one for WASI 0.3
-/// components made when the first of them is loaded.
+/// The process's engines: one for WASI 0.2 components and one for WASI 0.3
+/// components, each made when the first component of its kind is loaded.
 ///
 /// They differ in one setting: component-model concurrency, which WASI 0.3
 /// needs and which costs every 0.2 call (per-store state and a slower call
 /// path), so 0.2 components never pay for it. Each engine has its own pool
 /// of `server.max_instances` slots and its own epoch ticker; the
-/// process-wide instance gate keeps the sum within `max_instances`.
+/// process-wide instance gate keeps the sum within `max_instances`. A pool
+/// maps a fiber stack per slot when it is made, so a second engine is made
+/// only when `vm.max_map_count` has room for its pool too.
 pub struct Engines {
-    p2: Engine,
-    p3: std::sync::Mutex<Option<Engine>>,
+    /// The 0.2 and the 0.3 engine, once made.
+    made: std::sync::Mutex<[Option<Engine>; 2]>,
     server: ServerConfig,
     max_memory_bytes: usize,
 }
 
 impl Engines {
-    /// Builds the WASI 0.2 engine and starts its epoch ticker.
-    pub fn new(server: &ServerConfig, max_memory_bytes: usize) -> wasmtime::Result<Self> {
-        let p2 = new_engine(server, max_memory_bytes, Wasi::P2)?;
-        crate::limits::start_epoch_ticker(&p2);
-        Ok(Self {
-            p2,
-            p3: std::sync::Mutex::new(None),
+    /// No engine yet: each is built on first use.
+    pub fn new(server: &ServerConfig, max_memory_bytes: usize) -> Self {
+        Self {
+            made: std::sync::Mutex::new([None, None]),
             server: server.clone(),
             max_memory_bytes,
-        })
+        }
     }
 
-    /// The engine for components of `wasi`, built on first use.
+    /// The engine for components of `wasi`, built (with its epoch ticker)
+    /// on first use. Fails when it cannot be built, or when it would be the
+    /// second engine and its pool's mappings do not fit.
     pub fn get(&self, wasi: Wasi) -> wasmtime::Result<Engine> {
-        match wasi {
-            Wasi::P2 => Ok(self.p2.clone()),
-            Wasi::P3 => {
-                let mut p3 = self.p3.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(engine) = &*p3 {
-                    return Ok(engine.clone());
-                }
-                let engine = new_engine(&self.server, self.max_memory_bytes, Wasi::P3)?;
-                crate::limits::start_epoch_ticker(&engine);
-                tracing::info!("WASI 0.3 engine started");
-                Ok(p3.insert(engine).clone())
-            }
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        let (this, other) = match wasi {
+            Wasi::P2 => (0, 1),
+            Wasi::P3 => (1, 0),
+        };
+        if let Some(engine) = &made[this] {
+            return Ok(engine.clone());
         }
+        if made[other].is_some() {
+            crate::limits::check_map_count(self.server.max_instances, 2)
+                .map_err(|e| wasmtime::format_err!("WASI 0.2 and 0.3 apps side by side: {e}"))?;
+        }
+        let engine = new_engine(&self.server, self.max_memory_bytes, wasi)?;
+        crate::limits::start_epoch_ticker(&engine);
+        tracing::info!("WASI {} engine started", wasi.release());
+        Ok(made[this].insert(engine).clone())
     }
 }
 

@@ -84,9 +84,6 @@ pub enum StartError {
     /// The routes do not form a valid table.
     #[error("{0}")]
     Routes(String),
-    /// The engine could not be created.
-    #[error("cannot create the wasm engine: {0}")]
-    Engine(String),
     /// The machine cannot hold as many instances as the manifest asks for.
     #[error("{0}")]
     Capacity(String),
@@ -118,9 +115,8 @@ pub struct Host {
 impl Host {
     /// Builds the engine and loads every app of `manifest`, as `options` say.
     pub fn new(manifest: Manifest, options: &Options) -> Result<Self, StartError> {
-        limits::check_map_count(manifest.server.max_instances).map_err(StartError::Capacity)?;
-        let engines = engine::Engines::new(&manifest.server, manifest.max_memory_bytes())
-            .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        limits::check_map_count(manifest.server.max_instances, 1).map_err(StartError::Capacity)?;
+        let engines = engine::Engines::new(&manifest.server, manifest.max_memory_bytes());
         let cache = ComponentCache::new(options.cache_dir.clone());
         let shared = app::SharedState::open(&manifest).map_err(StartError::State)?;
         let deployments = Arc::new(deploy::Deployments::new(

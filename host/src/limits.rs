@@ -344,27 +344,33 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 pub const MAPS_PER_INSTANCE: u64 = 6;
 /// Mappings left for everything else the process maps (heap, code, threads).
 pub const MAPS_RESERVED: u64 = 2_000;
+/// Mappings an engine's pool holds for each slot from the start, used or
+/// not: a fiber stack and its guard page. Part of [`MAPS_PER_INSTANCE`];
+/// a second engine's pool adds them again for every slot.
+pub const MAPS_PER_SLOT: u64 = 2;
 
 /// Checks, on Linux, that `vm.max_map_count` leaves room for `max_instances`
-/// live instances. When the kernel runs out of mappings, even the host's own
-/// allocations fail and the process aborts, so too many instances must be
-/// refused at start-up, not discovered under load.
-pub fn check_map_count(max_instances: u32) -> Result<(), String> {
+/// live instances with `engines` pools (one per WASI release in use). When
+/// the kernel runs out of mappings, even the host's own allocations fail and
+/// the process aborts, so too many instances must be refused up front, not
+/// discovered under load.
+pub fn check_map_count(max_instances: u32, engines: u64) -> Result<(), String> {
     let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
         return Ok(());
     };
     let Ok(available) = text.trim().parse::<u64>() else {
         return Ok(());
     };
-    map_budget(max_instances, available)
+    map_budget(max_instances, engines, available)
 }
 
-fn map_budget(max_instances: u32, available: u64) -> Result<(), String> {
-    let needed = u64::from(max_instances) * MAPS_PER_INSTANCE + MAPS_RESERVED;
+fn map_budget(max_instances: u32, engines: u64, available: u64) -> Result<(), String> {
+    let per_instance = MAPS_PER_INSTANCE + engines.saturating_sub(1) * MAPS_PER_SLOT;
+    let needed = u64::from(max_instances) * per_instance + MAPS_RESERVED;
     if needed <= available {
         return Ok(());
     }
-    let fits = available.saturating_sub(MAPS_RESERVED) / MAPS_PER_INSTANCE;
+    let fits = available.saturating_sub(MAPS_RESERVED) / per_instance;
     Err(format!(
         "server.max_instances = {max_instances} needs about {needed} memory mappings, but \
          vm.max_map_count is {available} (enough for {fits} instances): lower max_instances \
@@ -636,9 +642,14 @@ mod tests {
 
     #[test]
     fn the_map_budget_covers_every_instance() {
-        assert!(map_budget(1000, 65_530).is_ok());
-        assert!(map_budget(10_000, 65_530).is_ok());
-        let err = map_budget(20_000, 65_530).unwrap_err();
+        assert!(map_budget(1000, 1, 65_530).is_ok());
+        assert!(map_budget(10_000, 1, 65_530).is_ok());
+        // Two pools (WASI 0.2 and 0.3 apps) map a stack per slot each.
+        assert!(map_budget(7_000, 2, 65_530).is_ok());
+        let err = map_budget(10_000, 2, 65_530).unwrap_err();
+        assert!(err.contains("needs about 82000 memory mappings"), "{err}");
+        assert!(err.contains("enough for 7941 instances"), "{err}");
+        let err = map_budget(20_000, 1, 65_530).unwrap_err();
         assert!(err.contains("needs about 122000 memory mappings"), "{err}");
         assert!(err.contains("enough for 10588 instances"), "{err}");
         assert!(err.contains("sysctl -w vm.max_map_count=131072"), "{err}");

@@ -536,3 +536,39 @@ fn long_polls_wait_side_by_side_in_one_reused_instance() {
         posted.elapsed()
     );
 }
+
+#[test]
+fn apps_of_both_releases_need_room_for_two_pools_and_are_refused_plainly_without_it() {
+    // Each release has its engine and its pool, which maps two regions per
+    // slot up front: an instance count that fits one pool but not two.
+    let Some(available) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        return; // not Linux: no such limit
+    };
+    let max_instances = (available - 2_000) / 7;
+    assert!(
+        max_instances < 200_000,
+        "vm.max_map_count = {available} is too high for this test"
+    );
+    let (_dir, path) = manifest(&format!(
+        "[server]\nmax_instances = {max_instances}\n\
+         [apps.p3]\ncomponent = {:?}\nroutes = [\"/p3/...\"]\n\
+         [apps.p2]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        components::WASIP3_PROBE,
+        components::PROBE,
+    ));
+    crate::serve::assert_refuses(
+        &["serve".as_ref(), path.as_os_str()],
+        "WASI 0.2 and 0.3 apps side by side",
+    );
+    // One release alone fits.
+    let (_dir, path) = manifest(&format!(
+        "[server]\nmax_instances = {max_instances}\n\
+         [apps.p3]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        components::WASIP3_PROBE,
+    ));
+    let server = Cyclone::serve(&path);
+    assert_eq!(server.get("/hello").body, "hello from wasip3\n");
+}
