@@ -198,10 +198,7 @@ impl Client {
             .expect("the response is taken once")
             .map_err(|code| FetchError::from_code(&url, &code))?;
         written.map_err(|e| FetchError::from_io(&url, &e))?;
-        let status = StatusCode::from_u16(incoming.status()).map_err(|e| FetchError::Other {
-            url: url.clone(),
-            detail: format!("invalid status: {e}"),
-        })?;
+        let status = status_of(&url, incoming.status())?;
         let headers = header_map(incoming.headers().entries());
         let body = incoming.consume().expect("the body is taken once");
         let stream = AsyncInputStream::new(body.stream().expect("the stream is taken once"));
@@ -243,11 +240,7 @@ impl Client {
         let (response, ()) =
             futures_util::future::join(wasip3::http::client::send(outgoing), write).await;
         let response = response.map_err(|code| FetchError::from_code(&url, &code))?;
-        let status =
-            StatusCode::from_u16(response.get_status_code()).map_err(|e| FetchError::Other {
-                url: url.clone(),
-                detail: format!("invalid status: {e}"),
-            })?;
+        let status = status_of(&url, response.get_status_code())?;
         let headers = header_map(response.get_headers().copy_all());
         let (_, done) = wit_future::new(|| Ok(()));
         let (stream, trailers) = WasiResponse::consume_body(response, done);
@@ -305,6 +298,14 @@ fn outgoing_request(
         .set_path_with_query(Some(path))
         .map_err(|()| invalid("path refused".into()))?;
     Ok(request)
+}
+
+/// `code` as a status; an error naming `url` when it is not one.
+fn status_of(url: &str, code: u16) -> Result<StatusCode, FetchError> {
+    StatusCode::from_u16(code).map_err(|e| FetchError::Other {
+        url: url.to_owned(),
+        detail: format!("invalid status: {e}"),
+    })
 }
 
 /// `entries` as a header map; entries that are not valid headers are left out.
