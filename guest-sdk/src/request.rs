@@ -246,7 +246,10 @@ impl Request {
             .cookie(XSRF_COOKIE)
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| {
+                #[cfg(not(feature = "wasip3"))]
                 let bytes = wasip2::random::random::get_random_bytes(16);
+                #[cfg(feature = "wasip3")]
+                let bytes = wasip3::random::random::get_random_bytes(16);
                 let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 self.set_cookie(
                     Cookie::build((XSRF_COOKIE, token.clone()))
