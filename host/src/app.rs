@@ -261,10 +261,6 @@ impl App {
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.on_epoch());
-        store.call_hook(|mut ctx, hook| {
-            ctx.data_mut().cpu.on_call_hook(hook);
-            Ok(())
-        });
         Ok(store)
     }
 
@@ -430,5 +426,19 @@ impl Instances {
                 Err(Box::new(unavailable()))
             }
         }
+    }
+
+    /// The permits for a request on `target` if all are free right now;
+    /// none taken otherwise.
+    pub(crate) fn try_admit(&self, target: &Target) -> Option<Permits> {
+        let gate = |gate: &Option<Arc<Admission>>| match gate {
+            Some(gate) => gate.try_admit().map(Some),
+            None => Some(None),
+        };
+        Some(Permits {
+            _route: gate(&target.admission)?,
+            _app: gate(&target.app.admission)?,
+            _shared: self.admission.try_admit()?,
+        })
     }
 }

@@ -13,20 +13,20 @@
 //! CPU: one ticker thread advances the engine's epoch every [`EPOCH_TICK`].
 //! A running guest reaches its epoch deadline at the next tick and yields to
 //! the worker's event loop, so a busy guest cannot hold a worker. Each store
-//! keeps a [`CpuClock`] that counts only the time the guest itself runs (call
-//! hooks stop it whenever the guest calls into the host, including while it
-//! yields); past the budget the guest is trapped and the client gets 503.
+//! keeps a [`CpuClock`] that counts the time the task owning the store runs
+//! (not while it waits or yields); past the budget the guest is trapped and
+//! the client gets 503.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{CallHook, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 
 use crate::config::{AppConfig, ServerConfig};
 
@@ -145,6 +145,11 @@ impl Admission {
             // The semaphore is never closed; treat it as a timeout all the same.
             Ok(Err(_)) | Err(_) => Err(Refused::Timeout),
         }
+    }
+
+    /// Takes a permit if one is free, without queueing.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
     }
 
     /// Permits free right now.
@@ -394,14 +399,12 @@ pub fn start_epoch_ticker(engine: &wasmtime::Engine) {
         .expect("spawning the epoch ticker thread");
 }
 
-/// A host call that returns within this is counted as the guest's CPU time;
-/// a longer one is taken to have waited (a timer, I/O), which is not.
-pub const SHORT_HOST_CALL: Duration = Duration::from_millis(1);
-
-/// The CPU time one request's guest has used, against its budget: the time
-/// it runs its own code, plus the host calls it makes that return within
-/// [`SHORT_HOST_CALL`] (work done for it, not a wait: a guest looping on
-/// cheap host calls spends most of its time in them).
+/// The CPU time one guest has used, against its budget: the time the task
+/// that owns its store runs. A [`TaskTimer`] wraps that task and times
+/// each poll of it, which is when the guest's code and the host calls it
+/// makes run; while the guest waits (a timer, I/O, the next message) the
+/// task is not polled and the clock stands still. Two clock reads per poll,
+/// where timing each call between guest and host would take two per call.
 ///
 /// A websocket session's clock is [`CpuClock::per_event`]: the budget is for
 /// the work between two events the guest receives, so a session may live for
@@ -409,10 +412,58 @@ pub const SHORT_HOST_CALL: Duration = Duration::from_millis(1);
 #[derive(Debug)]
 pub struct CpuClock {
     budget: Duration,
-    used: Duration,
-    running_since: Option<Instant>,
-    in_host_since: Option<Instant>,
     per_event: bool,
+    meter: Arc<Meter>,
+}
+
+/// What a [`CpuClock`] shares with the timed task, both counted in
+/// nanoseconds after [`now`]'s base.
+#[derive(Debug, Default)]
+struct Meter {
+    /// Used before the poll under way.
+    used: AtomicU64,
+    /// When the poll under way began; 0 between polls.
+    since: AtomicU64,
+}
+
+impl Meter {
+    fn used(&self, now: u64) -> u64 {
+        let since = self.since.load(Ordering::Relaxed);
+        let running = if since == 0 {
+            0
+        } else {
+            now.saturating_sub(since)
+        };
+        self.used.load(Ordering::Relaxed) + running
+    }
+}
+
+/// Nanoseconds since the first call, plus one (0 means "not running").
+fn now() -> u64 {
+    static BASE: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    u64::try_from(BASE.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// Counts the polls of a store's task on its [`CpuClock`].
+pub struct TaskTimer(Arc<Meter>);
+
+impl TaskTimer {
+    /// `task`, with each of its polls counted.
+    pub async fn time<F: Future>(self, task: F) -> F::Output {
+        let meter = self.0;
+        let mut task = std::pin::pin!(task);
+        std::future::poll_fn(|cx| {
+            meter.since.store(now(), Ordering::Relaxed);
+            let polled = task.as_mut().poll(cx);
+            let end = now();
+            let since = meter.since.swap(0, Ordering::Relaxed);
+            meter
+                .used
+                .fetch_add(end.saturating_sub(since), Ordering::Relaxed);
+            polled
+        })
+        .await
+    }
 }
 
 /// The trap raised when a guest runs past its CPU budget.
@@ -427,10 +478,8 @@ impl CpuClock {
     pub fn new(budget: Duration) -> Self {
         Self {
             budget,
-            used: Duration::ZERO,
-            running_since: None,
-            in_host_since: None,
             per_event: false,
+            meter: Arc::default(),
         }
     }
 
@@ -442,36 +491,18 @@ impl CpuClock {
         }
     }
 
+    /// What times the task that owns this clock's store.
+    pub fn timer(&self) -> TaskTimer {
+        TaskTimer(self.meter.clone())
+    }
+
     /// The guest received an event: a per-event clock starts over.
     pub fn renew(&mut self) {
         if self.per_event {
-            self.used = Duration::ZERO;
-            let now = Instant::now();
-            if self.running_since.is_some() {
-                self.running_since = Some(now);
+            self.meter.used.store(0, Ordering::Relaxed);
+            if self.meter.since.load(Ordering::Relaxed) != 0 {
+                self.meter.since.store(now(), Ordering::Relaxed);
             }
-            if self.in_host_since.is_some() {
-                self.in_host_since = Some(now);
-            }
-        }
-    }
-
-    /// Starts or stops the clock as control passes between guest and host.
-    pub fn on_call_hook(&mut self, hook: CallHook) {
-        let now = Instant::now();
-        if hook.entering_host() {
-            if let Some(since) = self.running_since.take() {
-                self.used += now - since;
-            }
-            self.in_host_since = Some(now);
-        } else {
-            if let Some(since) = self.in_host_since.take() {
-                let spent = now - since;
-                if spent < SHORT_HOST_CALL {
-                    self.used += spent;
-                }
-            }
-            self.running_since = Some(now);
         }
     }
 
@@ -491,15 +522,7 @@ impl CpuClock {
 
     /// CPU time used so far.
     pub fn used(&self) -> Duration {
-        let in_host = self
-            .in_host_since
-            .map(|since| since.elapsed())
-            .filter(|spent| *spent < SHORT_HOST_CALL);
-        self.used
-            + self
-                .running_since
-                .map_or(Duration::ZERO, |since| since.elapsed())
-            + in_host.unwrap_or_default()
+        Duration::from_nanos(self.meter.used(now()))
     }
 }
 
@@ -655,14 +678,18 @@ mod tests {
         assert!(err.contains("sysctl -w vm.max_map_count=131072"), "{err}");
     }
 
-    #[test]
-    fn the_cpu_clock_counts_only_guest_time() {
-        let mut clock = CpuClock::new(Duration::from_millis(30));
-        clock.on_call_hook(CallHook::CallingWasm);
-        std::thread::sleep(Duration::from_millis(20));
-        clock.on_call_hook(CallHook::CallingHost);
-        // Time in the host (a suspended guest) is not counted.
-        std::thread::sleep(Duration::from_millis(50));
+    #[tokio::test]
+    async fn the_cpu_clock_counts_only_the_time_its_task_runs() {
+        let mut clock = CpuClock::per_event(Duration::from_millis(30));
+        let busy = |ms| std::thread::sleep(Duration::from_millis(ms));
+        clock
+            .timer()
+            .time(async {
+                busy(20);
+                // Waiting is not counted.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            })
+            .await;
         let used = clock.used();
         assert!(
             used >= Duration::from_millis(20) && used < Duration::from_millis(45),
@@ -672,13 +699,14 @@ mod tests {
             clock.on_epoch(),
             Ok(UpdateDeadline::YieldCustom(1, _))
         ));
-        clock.on_call_hook(CallHook::ReturningFromHost);
-        std::thread::sleep(Duration::from_millis(20));
-        clock.on_call_hook(CallHook::CallingHost);
+        clock.timer().time(async { busy(20) }).await;
         let Err(err) = clock.on_epoch() else {
             panic!("past the budget the guest is stopped");
         };
         assert!(err.is::<CpuBudgetExceeded>());
+        // A per-event clock starts over at the next event.
+        clock.renew();
+        assert!(clock.used() < Duration::from_millis(5));
     }
 
     #[tokio::test]

@@ -11,6 +11,12 @@
 //! Bounds: a worker holds one set of instance permits (`max_instances`
 //! counts instances); a request waits for a free place in a worker or for a
 //! new instance's permits in the admission queue, whichever comes first.
+//!
+//! A worker runs on the thread that started it, as every task does on the
+//! server's single-threaded event loops. A request goes to a worker on its
+//! own thread, or to a new instance there when permits are free at once, and
+//! only then to a worker on another thread: a request handed across threads
+//! wakes both threads, for the job and for each part of its answer.
 //! Each request's call has the app's timeout; past it the request gets 504
 //! and its worker takes no more, and a worker ends at most one timeout after
 //! its last request began, whatever its guest still does. The CPU budget
@@ -21,6 +27,7 @@ use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -93,6 +100,9 @@ pub(crate) struct Workers {
 
 /// A worker that may take requests, as the app's [`Workers`] see it.
 struct Worker {
+    /// The thread whose event loop runs it (a worker thread's runtime is
+    /// single-threaded).
+    thread: ThreadId,
     jobs: mpsc::UnboundedSender<Job>,
     state: Arc<Mutex<Load>>,
     end: watch::Receiver<Option<Result<(), GuestFailure>>>,
@@ -134,10 +144,23 @@ impl Workers {
         });
         let permits = match self.reuse {
             None => instances.admit(target, id).await?,
+            // A worker on this thread first, then a new instance on it if
+            // one is free at once, then a worker on another thread: a
+            // request handed across threads wakes each thread on the way.
             Some(_) => loop {
                 let mut freed = pin!(self.freed.notified());
                 freed.as_mut().enable();
-                if let Some(end) = self.hand_over(&mut job) {
+                if let Some(end) = self.hand_over(&mut job, Place::ThisThread) {
+                    return Ok(Call {
+                        answer: receiver,
+                        end,
+                        alone: None,
+                    });
+                }
+                if let Some(permits) = instances.try_admit(target) {
+                    break permits;
+                }
+                if let Some(end) = self.hand_over(&mut job, Place::Anywhere) {
                     return Ok(Call {
                         answer: receiver,
                         end,
@@ -168,6 +191,7 @@ impl Workers {
                 closed: false,
             }));
             self.lock_open().push_back(Worker {
+                thread: std::thread::current().id(),
                 jobs,
                 state: load.clone(),
                 end: end.clone(),
@@ -178,7 +202,8 @@ impl Workers {
         let Some(job) = job else {
             unreachable!("a job is handed over only to a worker that took it")
         };
-        let task = tokio::spawn(run(app, store, permits, job, shared, ended));
+        let timer = store.data().cpu.timer();
+        let task = tokio::spawn(timer.time(run(app, store, permits, job, shared, ended)));
         Ok(Call {
             answer: receiver,
             end,
@@ -190,18 +215,24 @@ impl Workers {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Gives `job` to the first open worker with room, taking it out of
-    /// the option, and returns that worker's end; leaves it when none has
-    /// room.
+    /// Gives `job` to the first open worker in `place` with room, taking it
+    /// out of the option, and returns that worker's end; leaves it when none
+    /// has room.
     fn hand_over(
         &self,
         job: &mut Option<Job>,
+        place: Place,
     ) -> Option<watch::Receiver<Option<Result<(), GuestFailure>>>> {
         let reuse = self.reuse?;
+        let here = std::thread::current().id();
         let mut open = self.lock_open();
         let mut i = 0;
         while i < open.len() {
             let worker = &open[i];
+            if place == Place::ThisThread && worker.thread != here {
+                i += 1;
+                continue;
+            }
             let mut load = worker.state.lock().unwrap_or_else(|e| e.into_inner());
             if load.closed {
                 drop(load);
@@ -241,6 +272,15 @@ impl Workers {
         self.lock_open()
             .retain(|worker| !Arc::ptr_eq(&worker.state, state));
     }
+}
+
+/// Which workers [`Workers::hand_over`] may pick.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Only those on the calling thread.
+    ThisThread,
+    /// Any.
+    Anywhere,
 }
 
 /// What a worker that may take more requests shares with the app's

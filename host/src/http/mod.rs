@@ -131,14 +131,15 @@ pub(crate) async fn handle(
     };
 
     let (call_done, call_outcome) = tokio::sync::oneshot::channel();
-    let guest = tokio::spawn(run_guest(
+    let timer = store.data().cpu.timer();
+    let guest = tokio::spawn(timer.time(run_guest(
         app.clone(),
         store,
         Call { req, out },
         permits,
         call_done,
         id,
-    ));
+    )));
 
     // Hyper drops this future when the client goes away (a closed
     // connection, an HTTP/2 reset); the guard then stops the guest.
@@ -200,6 +201,15 @@ async fn serve_p3(
     match answer {
         Answer::Response(response, failed) => {
             let (head, body) = response.into_parts();
+            // The answer comes as soon as `handle` returns, and the guest
+            // writes the body in a task of its own in the same store, on
+            // this thread, which is woken already. Yielding once lets it run
+            // first, so hyper finds the head, the body and its end ready and
+            // sends them in one write, not two (a short body is the common
+            // case; a long one is only a turn of the event loop later).
+            if !hyper::body::Body::is_end_stream(&body) {
+                tokio::task::yield_now().await;
+            }
             let body = GuestBody::new(body, Outcome::Instance(failed), abandoned, &head.headers);
             Response::from_parts(head, body.boxed_unsync())
         }

@@ -134,7 +134,8 @@ pub(crate) async fn handle(
     let (decided, decision) = oneshot::channel();
     let open = sessions.open.open();
     let going_away = sessions.going_away.subscribe();
-    tokio::spawn(session::live(session::Opening {
+    let timer = store.data().cpu.timer();
+    tokio::spawn(timer.time(session::live(session::Opening {
         app,
         store,
         request,
@@ -143,7 +144,7 @@ pub(crate) async fn handle(
         going_away,
         id,
         held: (permits, open, crate::metrics::OpenSession::new(&name)),
-    }));
+    })));
     match decision.await {
         Ok(Decision::Accept) => {
             tracing::info!(request = id, app = %name, "websocket session opened");
