@@ -243,7 +243,8 @@ impl App {
     }
 
     /// A fresh store for request `id`, its limits and CPU clock set; a 500
-    /// (logged) when the guest's capabilities cannot be prepared.
+    /// (logged) when the guest's capabilities cannot be prepared. The task
+    /// that will own it is started with [`spawn_guest`], which runs the clock.
     pub(crate) fn new_store(
         &self,
         id: u64,
@@ -377,6 +378,22 @@ impl Target {
 /// The process's instances: `server.max_instances`, shared by every app.
 pub struct Instances {
     admission: Admission,
+}
+
+/// Starts the task that owns `store`, made by `task`, with each of its
+/// polls counted on the store's CPU clock: a guest's work is counted only
+/// inside a task started here.
+pub(crate) fn spawn_guest<F, Fut>(
+    store: Store<HostState>,
+    task: F,
+) -> tokio::task::JoinHandle<Fut::Output>
+where
+    F: FnOnce(Store<HostState>) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let timer = store.data().cpu.timer();
+    tokio::spawn(timer.time(task(store)))
 }
 
 /// The instance permits one request or session holds until its instance is

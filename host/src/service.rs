@@ -202,8 +202,8 @@ impl Workers {
         let Some(job) = job else {
             unreachable!("a job is handed over only to a worker that took it")
         };
-        let timer = store.data().cpu.timer();
-        let task = tokio::spawn(timer.time(run(app, store, permits, job, shared, ended)));
+        let task =
+            crate::app::spawn_guest(store, |store| run(app, store, permits, job, shared, ended));
         Ok(Call {
             answer: receiver,
             end,

@@ -131,15 +131,16 @@ pub(crate) async fn handle(
     };
 
     let (call_done, call_outcome) = tokio::sync::oneshot::channel();
-    let timer = store.data().cpu.timer();
-    let guest = tokio::spawn(timer.time(run_guest(
-        app.clone(),
-        store,
-        Call { req, out },
-        permits,
-        call_done,
-        id,
-    )));
+    let guest = crate::app::spawn_guest(store, |store| {
+        run_guest(
+            app.clone(),
+            store,
+            Call { req, out },
+            permits,
+            call_done,
+            id,
+        )
+    });
 
     // Hyper drops this future when the client goes away (a closed
     // connection, an HTTP/2 reset); the guard then stops the guest.

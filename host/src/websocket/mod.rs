@@ -134,17 +134,18 @@ pub(crate) async fn handle(
     let (decided, decision) = oneshot::channel();
     let open = sessions.open.open();
     let going_away = sessions.going_away.subscribe();
-    let timer = store.data().cpu.timer();
-    tokio::spawn(timer.time(session::live(session::Opening {
-        app,
-        store,
-        request,
-        decided,
-        on_upgrade,
-        going_away,
-        id,
-        held: (permits, open, crate::metrics::OpenSession::new(&name)),
-    })));
+    crate::app::spawn_guest(store, |store| {
+        session::live(session::Opening {
+            app,
+            store,
+            request,
+            decided,
+            on_upgrade,
+            going_away,
+            id,
+            held: (permits, open, crate::metrics::OpenSession::new(&name)),
+        })
+    });
     match decision.await {
         Ok(Decision::Accept) => {
             tracing::info!(request = id, app = %name, "websocket session opened");
