@@ -7,19 +7,23 @@ increments a counter and answers its value, like examples/counter: in
 SQLite (WAL mode, synchronous=NORMAL, as cyclone's store) through a
 one-thread pool, the way Tornado's docs say to keep blocking calls off the
 event loop (one thread: SQLite takes one writer at a time), or in a Redis
-hash with redis-py's asyncio client.
+hash with redis-py's asyncio client. With upstreams, GET /aggregate
+fetches them all at once with Tornado's AsyncHTTPClient and answers a JSON
+summary, like examples/aggregator.
 
-Usage: python3 server.py PORT [--sqlite FILE | --redis URL]
+Usage: python3 server.py PORT [--sqlite FILE | --redis URL] [--upstreams URL,URL...]
 """
 
 import asyncio
 import concurrent.futures
+import json
 import resource
 import sqlite3
 import sys
 import threading
 import time
 
+import tornado.httpclient
 import tornado.web
 import tornado.websocket
 
@@ -81,12 +85,38 @@ class RedisCounter(tornado.web.RequestHandler):
         self.write(str(value))
 
 
+class AggregateHandler(tornado.web.RequestHandler):
+    upstreams = []
+
+    async def get(self):
+        client = tornado.httpclient.AsyncHTTPClient()
+        started = time.monotonic()
+
+        async def one(url):
+            begun = time.monotonic()
+            try:
+                response = await client.fetch(url, request_timeout=5)
+                outcome = {"url": url, "status": response.code, "bytes": len(response.body)}
+            except Exception as e:
+                outcome = {"url": url, "error": str(e)}
+            outcome["elapsed_ms"] = int((time.monotonic() - begun) * 1000)
+            return outcome
+
+        results = await asyncio.gather(*(one(url) for url in self.upstreams))
+        self.set_header("content-type", "application/json")
+        self.write(json.dumps({"elapsed_ms": int((time.monotonic() - started) * 1000), "results": results}))
+
+
 class EchoSocket(tornado.websocket.WebSocketHandler):
     def on_message(self, message):
         self.write_message(message, binary=isinstance(message, bytes))
 
 
 async def main(port, store):
+    if "--upstreams" in store:
+        at = store.index("--upstreams")
+        AggregateHandler.upstreams = store[at + 1].split(",")
+        store = store[:at] + store[at + 2 :]
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     routes = [
@@ -94,6 +124,7 @@ async def main(port, store):
         (r"/sleep", SleepHandler),
         (r"/spin", SpinHandler),
         (r"/echo", EchoSocket),
+        (r"/aggregate", AggregateHandler),
     ]
     if store[:1] == ["--sqlite"]:
         SqliteCounter.path = store[1]

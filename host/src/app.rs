@@ -177,6 +177,7 @@ impl App {
                 name: name.into(),
                 variables: config.variable_values(),
                 allowed_hosts: config.allowed_outbound_hosts.clone(),
+                outbound: crate::capabilities::outbound::Pool::new(config.outbound_pool),
                 files: config
                     .files
                     .iter()

@@ -540,11 +540,23 @@ pub fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
 /// A plain HTTP/1.1 server on `127.0.0.1:0` for guests to call: `GET
 /// /delay/MS` answers `waited MS ms` after MS milliseconds; `GET /stall/MS`
 /// sends the head and half the body, then the rest after MS milliseconds; any
-/// other path answers at once with the path. One thread per connection;
-/// stops on drop.
+/// other path answers at once with the path. Each closes its connection,
+/// but under `/keep` (`/keep/delay/MS`, `/keep/x`): those keep the connection
+/// open and start the body with `conn N` (N counts connections from 1).
+/// One thread per connection; stops on drop.
 pub struct Upstream {
     addr: std::net::SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Connections>,
+}
+
+/// What an [`Upstream`] knows of its connections.
+#[derive(Default)]
+struct Connections {
+    opened: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicUsize,
+    /// Those kept open after a `/keep` request.
+    kept: Mutex<Vec<std::net::TcpStream>>,
 }
 
 impl Upstream {
@@ -557,49 +569,112 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let connections = Arc::new(Connections::default());
+        let counts = connections.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(mut stream) = stream else { continue };
+                let counts = counts.clone();
+                let id = counts.opened.fetch_add(1, Ordering::SeqCst) + 1;
+                counts.open.fetch_add(1, Ordering::SeqCst);
                 std::thread::spawn(move || {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match stream.read(&mut byte) {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
+                    loop {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match stream.read(&mut byte) {
+                                Ok(1) => head.push(byte[0]),
+                                _ => {
+                                    counts.open.fetch_sub(1, Ordering::SeqCst);
+                                    return;
+                                }
+                            }
                         }
-                    }
-                    let head = String::from_utf8_lossy(&head);
-                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    if let Some(Ok(ms)) = path.strip_prefix("/stall/").map(str::parse::<u64>) {
+                        let head = String::from_utf8_lossy(&head);
+                        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                        if let Some(Ok(ms)) = path.strip_prefix("/stall/").map(str::parse::<u64>) {
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhello"
+                            );
+                            let _ = stream.flush();
+                            std::thread::sleep(Duration::from_millis(ms));
+                            let _ = write!(stream, "world");
+                            break;
+                        }
+                        let keep = path.starts_with("/keep/");
+                        let path = path.strip_prefix("/keep").unwrap_or(&path).to_owned();
+                        let body = match path.strip_prefix("/delay/").map(str::parse::<u64>) {
+                            Some(Ok(ms)) => {
+                                std::thread::sleep(Duration::from_millis(ms));
+                                format!("waited {ms} ms")
+                            }
+                            _ => path,
+                        };
+                        let (body, connection) = match keep {
+                            true => (format!("conn {id} {body}"), "keep-alive"),
+                            false => (body, "close"),
+                        };
                         let _ = write!(
                             stream,
-                            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhello"
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n{body}",
+                            body.len()
                         );
-                        let _ = stream.flush();
-                        std::thread::sleep(Duration::from_millis(ms));
-                        let _ = write!(stream, "world");
-                        return;
-                    }
-                    let body = match path.strip_prefix("/delay/").map(str::parse::<u64>) {
-                        Some(Ok(ms)) => {
-                            std::thread::sleep(Duration::from_millis(ms));
-                            format!("waited {ms} ms")
+                        if !keep {
+                            break;
                         }
-                        _ => path,
-                    };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                        if let Ok(clone) = stream.try_clone() {
+                            counts.kept.lock().unwrap().push(clone);
+                        }
+                    }
+                    // Closing: the peer sees the end before `open` drops.
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    counts.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Self { addr, stop }
+        Self {
+            addr,
+            stop,
+            connections,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections_opened(&self) -> usize {
+        self.connections
+            .opened
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn connections_open(&self) -> usize {
+        self.connections
+            .open
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits up to `limit` for `connections_open()` to be `n`; whether it was.
+    pub fn wait_for_open(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.connections_open() != n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Closes every connection kept open after a `/keep` request, as a
+    /// server does when its keep-alive timeout passes.
+    pub fn close_kept(&self) {
+        for stream in self.connections.kept.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// `http://127.0.0.1:PORT{path}`.

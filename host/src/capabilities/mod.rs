@@ -44,6 +44,8 @@ pub struct AppCapabilities {
     pub variables: BTreeMap<String, String>,
     /// Where its outbound HTTP may go.
     pub allowed_hosts: crate::config::AllowedHosts,
+    /// Its idle outbound connections.
+    pub outbound: Arc<outbound::Pool>,
     /// Host folders it may read, with the path the guest sees each at.
     pub files: Vec<(PathBuf, String)>,
     /// The environment variables it sees.
@@ -171,25 +173,31 @@ impl WasiHttpHooks for OutboundHttp {
         let app = self.app.clone();
         let request_id = self.request_id;
         Box::new(async move {
-            use outbound::CheckError;
-            let uri = request.uri().clone();
-            let target = match outbound::check(&app.allowed_hosts, &uri).await {
-                Ok(target) => target,
-                Err(CheckError::Denied(why)) => {
-                    tracing::warn!(request = request_id, app = %app.name, "outbound HTTP denied: {why}");
-                    return Err(match why {
-                        outbound::Denied::Internal { .. } => {
-                            wasmtime_wasi_http::Error::DestinationIpProhibited
-                        }
-                        _ => wasmtime_wasi_http::Error::HttpRequestDenied,
-                    });
-                }
-                Err(CheckError::Dns(why)) => {
-                    tracing::info!(request = request_id, app = %app.name, "outbound HTTP: {why}");
-                    return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+            use outbound::{CheckError, Denied, SendError};
+            let denied = |why: Denied| {
+                tracing::warn!(request = request_id, app = %app.name, "outbound HTTP denied: {why}");
+                match why {
+                    Denied::Internal { .. } => wasmtime_wasi_http::Error::DestinationIpProhibited,
+                    _ => wasmtime_wasi_http::Error::HttpRequestDenied,
                 }
             };
-            let response = outbound::send(request, options, target).await?;
+            let upstream = outbound::permit(&app.allowed_hosts, request.uri()).map_err(denied)?;
+            let response = outbound::send(
+                &app.outbound,
+                &app.allowed_hosts,
+                upstream,
+                request,
+                options,
+            )
+            .await
+            .map_err(|e| match e {
+                SendError::Check(CheckError::Denied(why)) => denied(why),
+                SendError::Check(CheckError::Dns(why)) => {
+                    tracing::info!(request = request_id, app = %app.name, "outbound HTTP: {why}");
+                    wasmtime_wasi_http::Error::DestinationNotFound
+                }
+                SendError::Http(e) => e,
+            })?;
             let io: Box<dyn Future<Output = _> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })

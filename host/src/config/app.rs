@@ -127,6 +127,43 @@ pub struct AppConfig {
     /// instance.
     #[serde(default)]
     pub instance_reuse: Option<InstanceReuse>,
+    /// Idle outbound connections the app keeps for its next requests to the
+    /// same upstream: `outbound_pool = { max_idle = 128, idle_timeout_ms =
+    /// 15000 }` (each field optional, these are the defaults; `max_idle =
+    /// 0` opens a new connection for every request).
+    #[serde(default)]
+    pub outbound_pool: OutboundPool,
+}
+
+/// `[apps.NAME] outbound_pool`: how many idle outbound connections an app
+/// keeps, and for how long. The pool is the app's own: no other app's
+/// requests use its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundPool {
+    /// Idle connections kept, over all upstreams (default 128; 0 keeps none).
+    #[serde(default = "defaults::pool_max_idle")]
+    pub max_idle: usize,
+    /// How long a connection may stay idle before it is closed, in
+    /// milliseconds (default 15000).
+    #[serde(default = "defaults::pool_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for OutboundPool {
+    fn default() -> Self {
+        Self {
+            max_idle: defaults::pool_max_idle(),
+            idle_timeout_ms: defaults::pool_idle_timeout_ms(),
+        }
+    }
+}
+
+impl OutboundPool {
+    /// How long an idle connection is kept.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
 }
 
 /// `[apps.NAME] instance_reuse`: how long one WASI 0.3 instance lives and
@@ -208,6 +245,12 @@ mod defaults {
     pub fn reuse_idle_timeout_ms() -> u64 {
         1_000
     }
+    pub fn pool_max_idle() -> usize {
+        128
+    }
+    pub fn pool_idle_timeout_ms() -> u64 {
+        15_000
+    }
 }
 
 /// One app variable in the manifest.
@@ -250,6 +293,7 @@ impl AppConfig {
             pubsub_buffer: defaults::pubsub_buffer(),
             build: None,
             instance_reuse: None,
+            outbound_pool: OutboundPool::default(),
         }
     }
 

@@ -37,7 +37,7 @@ mod state;
 
 pub use admin::AdminConfig;
 pub use allowed_hosts::AllowedHosts;
-pub use app::{AppConfig, Build, InstanceReuse, Variable};
+pub use app::{AppConfig, Build, InstanceReuse, OutboundPool, Variable};
 pub use route::{Route, RouteError, RoutePattern};
 pub use server::{ServerConfig, TlsFiles};
 pub use state::{DEFAULT_STORE, PubSubBackend, PubSubConfig, StoreBackend, StoreConfig};

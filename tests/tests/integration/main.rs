@@ -13,6 +13,7 @@ mod deploy;
 mod dev;
 mod hardening;
 mod limits;
+mod outbound;
 mod scale_out;
 mod serve;
 mod state;

@@ -1,7 +1,11 @@
 //! Outbound HTTP from guests: the app's allow-list ([`AllowedHosts`], parsed
 //! with the manifest) checked on the URL and again on every address its host
 //! name resolves to, and the connection itself (TCP, TLS for `https`,
-//! HTTP/1.1).
+//! HTTP/1.1), kept in the app's [`Pool`] between requests.
+
+mod pool;
+
+pub use pool::Pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -9,6 +13,8 @@ use std::time::Duration;
 
 use http::Uri;
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -19,6 +25,10 @@ use crate::config::AllowedHosts;
 
 /// Connect and first-byte timeouts when the guest sets none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a pooled connection may take to be ready for the next request
+/// before a new one is opened instead.
+const READY_WAIT: Duration = Duration::from_secs(1);
 
 /// Why an outbound request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,10 +55,19 @@ pub enum Denied {
     BadUrl(String),
 }
 
-/// Checks `uri` against `allowed` and resolves its host; the address to
-/// connect to, or why not.
-pub async fn check(allowed: &AllowedHosts, uri: &Uri) -> Result<Target, CheckError> {
-    let bad = || CheckError::Denied(Denied::BadUrl(uri.to_string()));
+/// An upstream the app's list allows: where a request goes, and the key of
+/// the pool's connections to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// The host name or IP, lowercase, IPv6 without brackets.
+    host: String,
+    port: u16,
+    tls: bool,
+}
+
+/// Checks `uri` against `allowed`: the upstream it names, or why not.
+pub fn permit(allowed: &AllowedHosts, uri: &Uri) -> Result<Upstream, Denied> {
+    let bad = || Denied::BadUrl(uri.to_string());
     let scheme = uri.scheme_str().ok_or_else(bad)?.to_ascii_lowercase();
     let tls = match scheme.as_str() {
         "https" => true,
@@ -59,7 +78,7 @@ pub async fn check(allowed: &AllowedHosts, uri: &Uri) -> Result<Target, CheckErr
     // it would be sent in the clear to whoever answers. Refused, not
     // stripped, so the guest learns its URL is wrong.
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(CheckError::Denied(Denied::Credentials));
+        return Err(Denied::Credentials);
     }
     let host = uri.host().ok_or_else(bad)?.to_ascii_lowercase();
     let host = host
@@ -67,35 +86,47 @@ pub async fn check(allowed: &AllowedHosts, uri: &Uri) -> Result<Target, CheckErr
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let entries: Vec<_> = allowed.matching(&scheme, &host, port).collect();
-    if entries.is_empty() {
-        return Err(CheckError::Denied(Denied::NotListed(format!(
-            "{scheme}://{host}:{port}"
-        ))));
+    if allowed.matching(&scheme, &host, port).next().is_none() {
+        return Err(Denied::NotListed(format!("{scheme}://{host}:{port}")));
     }
+    Ok(Upstream { host, port, tls })
+}
+
+/// Resolves `upstream`'s host: the first address `allowed` lets it reach,
+/// or why none.
+pub async fn resolve(
+    allowed: &AllowedHosts,
+    upstream: &Upstream,
+) -> Result<SocketAddr, CheckError> {
+    let Upstream { host, port, tls } = upstream;
+    let scheme = if *tls { "https" } else { "http" };
+    let entries: Vec<_> = allowed.matching(scheme, host, *port).collect();
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+        Ok(ip) => vec![SocketAddr::new(ip, *port)],
+        Err(_) => tokio::net::lookup_host((host.as_str(), *port))
             .await
             .map_err(|e| CheckError::Dns(format!("{host}: {e}")))?
             .collect(),
     };
-    let explicit = |ip: IpAddr| entries.iter().any(|e| e.names(&host, ip));
+    let explicit = |ip: IpAddr| entries.iter().any(|e| e.names(host, ip));
     let mut refused = None;
     for addr in addrs {
         if is_internal(addr.ip()) && !explicit(addr.ip()) {
             refused.get_or_insert(addr.ip());
             continue;
         }
-        return Ok(Target { addr, host, tls });
+        return Ok(addr);
     }
     Err(match refused {
-        Some(ip) => CheckError::Denied(Denied::Internal { host, ip }),
+        Some(ip) => CheckError::Denied(Denied::Internal {
+            host: host.clone(),
+            ip,
+        }),
         None => CheckError::Dns(format!("{host}: no addresses")),
     })
 }
 
-/// Why [`check`] gave no address.
+/// Why [`resolve`] gave no address.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     /// The policy refuses the request.
@@ -151,20 +182,28 @@ fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// Where a checked request connects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    addr: SocketAddr,
-    host: String,
-    tls: bool,
+/// Why [`send`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The upstream's host gave no address the app may reach.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// Connecting or the exchange failed.
+    #[error("{0}")]
+    Http(#[from] Error),
 }
 
-/// Sends `request` to `target` over a new HTTP/1.1 connection.
+/// Sends `request` to `upstream`, on an idle connection from `pool` when it
+/// has one, else on a new HTTP/1.1 connection to an address `allowed` lets
+/// the app reach. The connection goes back to `pool` once the response body
+/// has been read to its end.
 pub async fn send(
+    pool: &Arc<Pool>,
+    allowed: &AllowedHosts,
+    upstream: Upstream,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
-    target: Target,
-) -> Result<http::Response<WasiBody>, Error> {
+) -> Result<http::Response<WasiBody>, SendError> {
     let connect_timeout = options
         .and_then(|o| o.connect_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
@@ -174,21 +213,71 @@ pub async fn send(
     let between_bytes_timeout = options
         .and_then(|o| o.between_bytes_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(target.addr))
+    // The wire carries only the path: the authority is in the Host header.
+    *request.uri_mut() = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+    let timed_out = |_| Error::ConnectionReadTimeout;
+    let (response, sender) = loop {
+        let Some(mut sender) = pool.take(&upstream) else {
+            let addr = resolve(allowed, &upstream).await?;
+            let mut sender = connect(addr, &upstream, connect_timeout).await?;
+            let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+                .await
+                .map_err(timed_out)?
+                .map_err(Error::from)?;
+            break (response, sender);
+        };
+        // Ready means the connection finished its last exchange (its task
+        // sees that at once); an error means the upstream closed it meanwhile.
+        if !matches!(
+            tokio::time::timeout(connect_timeout.min(READY_WAIT), sender.ready()).await,
+            Ok(Ok(()))
+        ) {
+            continue;
+        }
+        match tokio::time::timeout(first_byte_timeout, sender.try_send_request(request))
+            .await
+            .map_err(timed_out)?
+        {
+            Ok(response) => break (response, sender),
+            // Not written: the connection closed before it could take the
+            // request, which goes out on the next one.
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => request = unsent,
+                None => return Err(Error::from(e.into_error()).into()),
+            },
+        }
+    };
+    Ok(response.map(|inner| {
+        let mut body = BetweenBytes {
+            inner,
+            limit: between_bytes_timeout,
+            deadline: Box::pin(tokio::time::sleep(between_bytes_timeout)),
+            parked: Some((pool.clone(), upstream, sender)),
+        };
+        body.park_at_end();
+        body.boxed_unsync()
+    }))
+}
+
+/// A new HTTP/1.1 connection to `upstream` at `addr`, TLS for `https`.
+async fn connect(
+    addr: SocketAddr,
+    upstream: &Upstream,
+    timeout: Duration,
+) -> Result<SendRequest<WasiBody>, Error> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
             _ => Error::Connect(e),
         })?;
-    // The wire carries only the path: the authority is in the Host header.
-    *request.uri_mut() = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
     let handshake = async {
-        if target.tls {
-            let name = ServerName::try_from(target.host.clone())
+        if upstream.tls {
+            let name = ServerName::try_from(upstream.host.clone())
                 .map_err(|_| Error::TlsCertificateError)?;
             let tls = tls_connector()
                 .connect(name, tcp)
@@ -199,28 +288,37 @@ pub async fn send(
             handshake(TokioIo::new(tcp)).await
         }
     };
-    let mut sender = tokio::time::timeout(connect_timeout, handshake)
+    tokio::time::timeout(timeout, handshake)
         .await
-        .map_err(|_| Error::ConnectionTimeout)??;
-    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
-        .await
-        .map_err(|_| Error::ConnectionReadTimeout)?
-        .map_err(Error::from)?;
-    Ok(response.map(|body| {
-        BetweenBytes {
-            inner: body,
-            limit: between_bytes_timeout,
-            deadline: Box::pin(tokio::time::sleep(between_bytes_timeout)),
-        }
-        .boxed_unsync()
-    }))
+        .map_err(|_| Error::ConnectionTimeout)?
 }
 
-/// A response body that fails when no frame arrives for `limit`.
+/// A response body that fails when no frame arrives for `limit`, and once
+/// read to its end parks its connection in the app's pool.
 struct BetweenBytes {
     inner: hyper::body::Incoming,
     limit: Duration,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The connection, until the body ends.
+    parked: Option<(Arc<Pool>, Upstream, SendRequest<WasiBody>)>,
+}
+
+impl BetweenBytes {
+    /// Hands the connection back to the pool if the body has ended. One
+    /// dropped before its end takes the connection with it (hyper closes it).
+    fn park_at_end(&mut self) {
+        if self.inner.is_end_stream()
+            && let Some((pool, upstream, sender)) = self.parked.take()
+        {
+            pool.put(upstream, sender);
+        }
+    }
+}
+
+impl Drop for BetweenBytes {
+    fn drop(&mut self) {
+        self.park_at_end();
+    }
 }
 
 impl hyper::body::Body for BetweenBytes {
@@ -236,6 +334,7 @@ impl hyper::body::Body for BetweenBytes {
             Poll::Ready(frame) => {
                 let next = tokio::time::Instant::now() + self.limit;
                 self.deadline.as_mut().reset(next);
+                self.park_at_end();
                 Poll::Ready(frame.map(|f| f.map_err(Error::from)))
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
@@ -254,8 +353,9 @@ impl hyper::body::Body for BetweenBytes {
     }
 }
 
-/// An HTTP/1.1 handshake over `io`; the connection is driven by its own task.
-async fn handshake<I>(io: I) -> Result<hyper::client::conn::http1::SendRequest<WasiBody>, Error>
+/// An HTTP/1.1 handshake over `io`; the connection is driven by its own task,
+/// which ends when the upstream closes it or its `SendRequest` is dropped.
+async fn handshake<I>(io: I) -> Result<SendRequest<WasiBody>, Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -290,16 +390,15 @@ fn tls_connector() -> TlsConnector {
 mod tests {
     use super::*;
 
-    use super::check as check_url;
-
     fn allowed(list: &[&str]) -> AllowedHosts {
         AllowedHosts::parse(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
     }
 
     async fn check(list: &[&str], url: &str) -> Result<SocketAddr, String> {
-        check_url(&allowed(list), &url.parse().unwrap())
+        let allowed = allowed(list);
+        let upstream = permit(&allowed, &url.parse().unwrap()).map_err(|e| e.to_string())?;
+        resolve(&allowed, &upstream)
             .await
-            .map(|t| t.addr)
             .map_err(|e| e.to_string())
     }
 
