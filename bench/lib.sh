@@ -55,7 +55,8 @@ machine_line() {
 }
 
 # write_section NAME TITLE HEADER TABLE: replaces the NAME section of
-# bench/RESULTS.md (between <!-- NAME:start --> and <!-- NAME:end -->).
+# bench/RESULTS.md (between <!-- NAME:start --> and <!-- NAME:end -->), then
+# draws it as bench/NAME.png.
 write_section() {
     local results="$root/bench/RESULTS.md"
     [ -f "$results" ] || printf '# Benchmark results\n\nEach section is written by the script it names; rerun the script to refresh it.\n' >"$results"
@@ -71,6 +72,14 @@ else:
     text = text.rstrip("\n") + "\n\n" + section + "\n"
 open(path, "w").write(text)
 PY
+    chart "$1"
+}
+
+# chart NAME: draws the NAME section of bench/RESULTS.md as bench/NAME.png
+# (bench/chart.py; matplotlib is installed with pip when missing).
+chart() {
+    python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib
+    python3 "$root/bench/chart.py" "$1"
 }
 
 # watch_memory PID FILE: until PID exits, appends "RSS PSS" (KiB, from
