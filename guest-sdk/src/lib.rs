@@ -81,6 +81,7 @@ mod route;
 #[cfg_attr(feature = "wasip3", path = "serve_p3.rs")]
 mod serve;
 mod settings;
+mod static_files;
 pub mod time;
 pub mod variables;
 mod wasi;
@@ -94,6 +95,7 @@ pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 pub use request::Request;
 pub use response::BodyWriter;
 pub use response::{IntoResponse, Response};
+pub use static_files::static_url;
 
 /// Used by the macros; not part of the API.
 #[doc(hidden)]

@@ -178,6 +178,7 @@ impl App {
                 variables: config.variable_values(),
                 allowed_hosts: config.allowed_outbound_hosts.clone(),
                 outbound: crate::capabilities::outbound::Pool::new(config.outbound_pool),
+                static_files: Arc::new(crate::static_files::Versions::new(&config.static_files)),
                 files: config
                     .files
                     .iter()
@@ -352,17 +353,32 @@ pub struct NoInstance(pub String);
 pub struct TimedOut(pub Duration);
 
 /// Where a route leads: its app, and the route's own instance cap if it
-/// has one.
+/// has one; or, for a route of the app's `static` table, its files.
 pub struct Target {
     /// The app that serves the route.
     pub app: Arc<App>,
     admission: Option<Arc<Admission>>,
+    /// The folder the host serves at this route, without an instance.
+    pub files: Option<crate::static_files::StaticFiles>,
 }
 
 impl Target {
     /// The target of a route of `app`, with the route's own gate if it has one.
     pub fn new(app: Arc<App>, admission: Option<Arc<Admission>>) -> Self {
-        Self { app, admission }
+        Self {
+            app,
+            admission,
+            files: None,
+        }
+    }
+
+    /// A route of `app`'s `static` table, serving `files`.
+    pub fn files(app: Arc<App>, files: crate::static_files::StaticFiles) -> Self {
+        Self {
+            app,
+            admission: None,
+            files: Some(files),
+        }
     }
 
     /// The gate of `route`, when it caps its instances; kept across versions

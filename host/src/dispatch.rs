@@ -66,7 +66,9 @@ impl Dispatcher {
             Requests::unrouted().count(response.status().as_u16(), routed.elapsed());
             return Ok(response);
         };
-        let response = if target.app.websocket().is_some() && websocket::is_upgrade(&req) {
+        let response = if let Some(files) = &target.files {
+            Box::pin(files.serve(*req)).await
+        } else if target.app.websocket().is_some() && websocket::is_upgrade(&req) {
             let session = websocket::handle(&self.instances, &self.sessions, target, *req, id);
             Box::pin(session).await
         } else {

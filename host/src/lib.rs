@@ -54,6 +54,7 @@ pub mod response;
 pub mod router;
 pub mod server;
 pub mod service;
+pub mod static_files;
 pub mod tls;
 pub mod websocket;
 

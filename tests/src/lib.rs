@@ -526,7 +526,13 @@ pub fn example_manifest_file(
         assert!(text.contains(from), "the {name} manifest contains {from:?}");
         text = text.replace(from, to);
     }
-    manifest(&text)
+    let (dir, path) = manifest(&text);
+    // The example's static files, where its manifest expects them.
+    let public = root.join("examples").join(name).join("public");
+    if public.is_dir() {
+        std::os::unix::fs::symlink(&public, dir.path().join("public")).expect("linking public/");
+    }
+    (dir, path)
 }
 
 /// Writes a manifest into a temp folder and returns both.

@@ -53,13 +53,17 @@ async fn handle(req: Request) -> Response {
 }
 
 async fn home(_req: &mut Request) -> Response {
-    Response::html(
-        "<!doctype html>\n<title>cyclone tour</title>\n<h1>cyclone tour</h1>\n<ul>\n\
+    // The stylesheet is a static file the host serves; its URL carries a
+    // hash of its content, so browsers may cache it for good.
+    let css = cyclone_sdk::static_url("tour.css");
+    Response::html(format!(
+        "<!doctype html>\n<title>cyclone tour</title>\n\
+         <link rel=\"stylesheet\" href=\"{css}\">\n<h1>cyclone tour</h1>\n<ul>\n\
          <li><a href=\"/users/7\">/users/7</a></li>\n\
          <li><a href=\"/search?q=wasm&amp;tag=rust&amp;tag=web\">/search</a></li>\n\
          <li><a href=\"/login\">/login</a> then <a href=\"/me\">/me</a></li>\n\
-         <li><a href=\"/stream\">/stream</a></li>\n</ul>\n",
-    )
+         <li><a href=\"/stream\">/stream</a></li>\n</ul>\n"
+    ))
 }
 
 /// A user as the API shows it.

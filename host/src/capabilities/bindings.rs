@@ -13,6 +13,7 @@ wasmtime::component::bindgen!({
         "cyclone:platform/pubsub.recent": async | trappable,
         "cyclone:platform/pubsub.[constructor]subscription": async | trappable,
         "wasi:keyvalue": async | trappable,
+        "cyclone:platform/static-files.url": async | trappable,
     },
     exports: { default: async },
     with: {

@@ -15,6 +15,7 @@ mod guest_log;
 mod key_value;
 pub mod outbound;
 pub(crate) mod pubsub;
+mod static_files;
 mod variables;
 pub(crate) mod websocket;
 
@@ -46,6 +47,8 @@ pub struct AppCapabilities {
     pub allowed_hosts: crate::config::AllowedHosts,
     /// Its idle outbound connections.
     pub outbound: Arc<outbound::Pool>,
+    /// Its static folders, for versioned URLs.
+    pub static_files: Arc<crate::static_files::Versions>,
     /// Host folders it may read, with the path the guest sees each at.
     pub files: Vec<(PathBuf, String)>,
     /// The environment variables it sees.
@@ -235,6 +238,10 @@ pub fn linker_for(
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     }
     bindings::cyclone::platform::variables::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
+    bindings::cyclone::platform::static_files::add_to_linker::<_, HasSelf<HostState>>(
         &mut linker,
         |state| state,
     )?;

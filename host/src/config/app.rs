@@ -42,6 +42,11 @@ pub struct AppConfig {
     /// manifest's folder). Read-only. Default: none, the guest sees no files.
     #[serde(default)]
     pub files: BTreeMap<String, PathBuf>,
+    /// Folders the host serves as static files, without running the guest:
+    /// `static = { "/static/..." = "public" }` (prefix routes, folders
+    /// relative to the manifest's folder). Default: none.
+    #[serde(default, rename = "static")]
+    pub static_files: BTreeMap<String, PathBuf>,
     /// Environment variables the guest sees (`std::env::var`). Default: none;
     /// the host's own environment is never passed through.
     #[serde(default)]
@@ -277,6 +282,7 @@ impl AppConfig {
             variables: BTreeMap::new(),
             allowed_outbound_hosts: AllowedHosts::default(),
             files: BTreeMap::new(),
+            static_files: BTreeMap::new(),
             environment: BTreeMap::new(),
             key_value_stores: Vec::new(),
             max_instances: None,

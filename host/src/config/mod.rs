@@ -178,6 +178,20 @@ impl Manifest {
                     )));
                 }
             }
+            for (route, folder) in &mut app.static_files {
+                if !matches!(RoutePattern::parse(route), Ok(RoutePattern::Prefix(_))) {
+                    return Err(invalid(format!(
+                        "app `{name}`: static: `{route}` must be a prefix route such as \"/static/...\""
+                    )));
+                }
+                *folder = base.join(&*folder);
+                if !folder.is_dir() {
+                    return Err(invalid(format!(
+                        "app `{name}`: static: `{route}` = {} is not a folder",
+                        folder.display()
+                    )));
+                }
+            }
             if app.websocket_max_message_kb == 0 || app.pubsub_buffer == 0 {
                 return Err(invalid(format!(
                     "app `{name}`: websocket_max_message_kb and pubsub_buffer must be at least 1"

@@ -17,6 +17,7 @@ mod outbound;
 mod scale_out;
 mod serve;
 mod state;
+mod static_files;
 mod tls;
 mod tour;
 /// The tour suite again, against the example's WASI 0.3 build.

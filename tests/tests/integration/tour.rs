@@ -119,6 +119,28 @@ fn the_home_page_is_html() {
 }
 
 #[test]
+fn the_home_page_links_its_stylesheet_by_a_versioned_url() {
+    let server = tour();
+    let home = server.get("/").body;
+    let start = home
+        .find("href=\"/static/tour.css?v=")
+        .expect("a versioned link")
+        + 6;
+    let url = &home[start..start + home[start..].find('"').unwrap()];
+    assert_eq!(url.len(), "/static/tour.css?v=".len() + 16, "{url}");
+    let css = server.get(url);
+    assert_eq!(css.status, 200);
+    assert_eq!(css.header("content-type"), Some("text/css"));
+    assert_eq!(
+        css.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tour/public/tour.css");
+    assert_eq!(css.body, std::fs::read_to_string(file).unwrap());
+}
+
+#[test]
 fn a_user_is_json_and_a_non_numeric_id_is_a_400() {
     let server = tour();
     let reply = server.get("/users/42");

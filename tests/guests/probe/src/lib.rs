@@ -1,7 +1,8 @@
 //! A test guest exercising the host: `/echo`, `/uri` (the request's URI as
 //! the guest sees it, scheme and authority included), `/sleep?ms=N`, `/log[?n=N]`, `/panic`,
 //! `/internal` (an `HttpError` with a detail meant only for the log) and
-//! `/variable?name=N` (an app variable's value) and
+//! `/variable?name=N` (an app variable's value), `/static-url?PATH` (what
+//! `static_url(PATH)` gives) and
 //! `/fetch?url=U[&host=H][&between_ms=N]` (an outbound GET, optionally with a
 //! `Host` header and a between-bytes timeout; answers `STATUS BODY` or
 //! `error: WHY`), and `/kv?store=S&op=OP[&key=K][&n=N][&expected=E]`: one
@@ -24,6 +25,9 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
             req.text()?
         ))),
         "/uri" => Ok(Response::text(req.uri().to_string())),
+        "/static-url" => Ok(Response::text(cyclone_sdk::static_url(
+            req.query().unwrap_or(""),
+        ))),
         "/sleep" => {
             let ms: u64 = req
                 .query()
