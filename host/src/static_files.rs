@@ -166,10 +166,12 @@ impl Versions {
             return None;
         }
         for (prefix, root) in &self.folders {
-            let Ok(real) = tokio::fs::canonicalize(root.join(relative)).await else {
+            // Blocking, but a few cached stat calls: cheaper than a trip to
+            // the blocking pool, which only hashing a new file takes.
+            let Ok(real) = std::fs::canonicalize(root.join(relative)) else {
                 continue;
             };
-            let Ok(metadata) = tokio::fs::metadata(&real).await else {
+            let Ok(metadata) = std::fs::metadata(&real) else {
                 continue;
             };
             if !real.starts_with(root) || !metadata.is_file() {
