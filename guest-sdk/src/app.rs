@@ -53,6 +53,13 @@ pub trait Handler: 'static {
         Ok(None)
     }
 
+    /// Who is logged in, like overriding Tornado's `get_current_user`: by
+    /// default [`Request::current_user`] (the signed `user` cookie). Routes
+    /// marked [`authenticated`](Application::authenticated) ask it first.
+    async fn current_user(&mut self, req: &mut Request) -> Result<Option<String>, HttpError> {
+        req.current_user()
+    }
+
     /// Answers `GET`.
     async fn get(&mut self, req: &mut Request) -> Outcome {
         let _ = req;
@@ -108,6 +115,10 @@ pub trait Handler: 'static {
 /// What a route leads to.
 trait Endpoint {
     fn allowed(&self) -> Vec<Method>;
+    fn current_user<'a>(
+        &'a mut self,
+        req: &'a mut Request,
+    ) -> LocalFuture<'a, Result<Option<String>, HttpError>>;
     fn respond<'a>(&'a mut self, req: &'a mut Request) -> LocalFuture<'a, Outcome>;
     fn finish(&mut self, req: &Request, status: StatusCode);
 }
@@ -115,6 +126,13 @@ trait Endpoint {
 impl<H: Handler> Endpoint for H {
     fn allowed(&self) -> Vec<Method> {
         with_head(self.allowed_methods().to_vec())
+    }
+
+    fn current_user<'a>(
+        &'a mut self,
+        req: &'a mut Request,
+    ) -> LocalFuture<'a, Result<Option<String>, HttpError>> {
+        Box::pin(Handler::current_user(self, req))
     }
 
     fn respond<'a>(&'a mut self, req: &'a mut Request) -> LocalFuture<'a, Outcome> {
@@ -163,6 +181,13 @@ impl Endpoint for Functions {
         with_head(self.0.iter().map(|(m, _)| m.clone()).collect())
     }
 
+    fn current_user<'a>(
+        &'a mut self,
+        req: &'a mut Request,
+    ) -> LocalFuture<'a, Result<Option<String>, HttpError>> {
+        Box::pin(async move { req.current_user() })
+    }
+
     fn respond<'a>(&'a mut self, req: &'a mut Request) -> LocalFuture<'a, Outcome> {
         let wanted = match req.method() {
             &Method::HEAD if !self.0.iter().any(|(m, _)| m == Method::HEAD) => Method::GET,
@@ -200,6 +225,8 @@ impl Target {
 struct Route {
     pattern: Pattern,
     target: Target,
+    /// Only for a logged-in user ([`Application::authenticated`]).
+    authenticated: bool,
 }
 
 /// An ordered route table and the settings its handlers share, like
@@ -264,6 +291,7 @@ impl Application {
         self.routes.push(Route {
             pattern: parse(pattern),
             target: Target::Handler(Box::new(handler)),
+            authenticated: false,
         });
         self
     }
@@ -342,6 +370,7 @@ impl Application {
             None => self.routes.push(Route {
                 pattern: parse(pattern),
                 target: Target::Functions(Functions(vec![(method, function)])),
+                authenticated: false,
             }),
         }
         self
@@ -362,6 +391,7 @@ impl Application {
         self.routes.push(Route {
             pattern: parse(pattern),
             target: Target::WebSocket(Box::new(handler)),
+            authenticated: false,
         });
         self
     }
@@ -390,6 +420,48 @@ impl Application {
         self
     }
 
+    /// Lets only a logged-in user through the route added last, like
+    /// Tornado's `@authenticated`: when its handler's
+    /// [`current_user`](Handler::current_user) is `None`, a `GET` or `HEAD`
+    /// is redirected to the [`login_url`](Self::login_url) with
+    /// `?next=<path and query>`, and any other method is answered 403. On a
+    /// websocket route, a handshake without a user is answered 403.
+    ///
+    /// ```no_run
+    /// # use cyclone_sdk::{Application, Request, Response};
+    /// # async fn compose(_: &mut Request) -> Response { Response::text("") }
+    /// # async fn login_form(_: &mut Request) -> Response { Response::text("") }
+    /// let app = Application::new()
+    ///     .cookie_secret_variable("cookie_secret")
+    ///     .login_url("/auth/login")
+    ///     .get("/auth/login", login_form)
+    ///     .get("/compose", compose)
+    ///     .authenticated();
+    /// ```
+    ///
+    /// # Panics
+    /// When no route has been added yet.
+    pub fn authenticated(mut self) -> Self {
+        self.routes
+            .last_mut()
+            .expect("authenticated() follows the route it guards")
+            .authenticated = true;
+        self
+    }
+
+    /// Where [`authenticated`](Self::authenticated) routes send a visitor
+    /// who is not logged in, like Tornado's `login_url` setting.
+    pub fn login_url(mut self, url: &str) -> Self {
+        self.settings.login_url = Some(url.to_owned());
+        self
+    }
+
+    /// The signed cookie [`Request::current_user`] reads (default `user`).
+    pub fn user_cookie(mut self, name: &str) -> Self {
+        self.settings.user_cookie = Some(name.to_owned());
+        self
+    }
+
     /// Renders every error response (a handler's [`HttpError`], 404 for no
     /// route, 405, 403 from the XSRF check) with `page`, like overriding
     /// Tornado's `write_error`. The status is the error's whatever `page`
@@ -409,13 +481,17 @@ impl Application {
         } = self;
         let xsrf_cookies = settings.xsrf_cookies;
         let path = req.path().to_owned();
-        let found = routes
-            .into_iter()
-            .find_map(|route| Some((route.pattern.matches(&path)?, route.target)));
+        let found = routes.into_iter().find_map(|route| {
+            Some((
+                route.pattern.matches(&path)?,
+                route.target,
+                route.authenticated,
+            ))
+        });
         let mut endpoint = None;
         let outcome = match found {
             None => Err(HttpError::not_found()),
-            Some((params, target)) => {
+            Some((params, target, authenticated)) => {
                 req.route(params, Rc::new(settings));
                 match target.into_endpoint() {
                     #[cfg(not(feature = "wasip3"))]
@@ -432,7 +508,14 @@ impl Application {
                         let handler = endpoint.insert(target);
                         match xsrf_cookies.then(|| crate::request::check_xsrf(&req)) {
                             Some(Err(forbidden)) => Err(forbidden),
-                            _ => handler.respond(&mut req).await,
+                            _ => match authenticated {
+                                true => match login_required(handler.as_mut(), &mut req).await {
+                                    Ok(None) => handler.respond(&mut req).await,
+                                    Ok(Some(redirect)) => Ok(redirect),
+                                    Err(error) => Err(error),
+                                },
+                                false => handler.respond(&mut req).await,
+                            },
                         }
                     }
                 }
@@ -482,14 +565,30 @@ impl Application {
             error_page,
         } = self;
         let path = req.path().to_owned();
-        let found = routes
-            .into_iter()
-            .find_map(|route| Some((route.pattern.matches(&path)?, route.target)));
+        let found = routes.into_iter().find_map(|route| {
+            Some((
+                route.pattern.matches(&path)?,
+                route.target,
+                route.authenticated,
+            ))
+        });
         let error = match found {
             None => HttpError::not_found(),
-            Some((params, Target::WebSocket(mut endpoint))) => {
+            Some((params, Target::WebSocket(mut endpoint), authenticated)) => {
                 req.route(params, Rc::new(settings));
-                match endpoint.connect(&mut req).await {
+                let refused = match authenticated {
+                    true => match req.current_user() {
+                        Ok(Some(_)) => None,
+                        Ok(None) => Some(HttpError::forbidden("log in first")),
+                        Err(error) => Some(error),
+                    },
+                    false => None,
+                };
+                let connected = match refused {
+                    Some(error) => Err(error),
+                    None => endpoint.connect(&mut req).await,
+                };
+                match connected {
                     Ok(()) => {
                         return Ok(crate::websocket::Accepted {
                             endpoint,
@@ -505,6 +604,36 @@ impl Application {
         req.apply_cookies(&mut page);
         Err(page)
     }
+}
+
+/// The guard of an [`authenticated`](Application::authenticated) route:
+/// `None` to go on (the user is now the request's current user), or the
+/// redirect to the login URL; 403 for a method other than `GET` and `HEAD`.
+async fn login_required(
+    handler: &mut dyn Endpoint,
+    req: &mut Request,
+) -> Result<Option<Response>, HttpError> {
+    let user = handler.current_user(req).await?;
+    let known = user.is_some();
+    req.set_current_user(user);
+    if known {
+        return Ok(None);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(HttpError::forbidden("log in first"));
+    }
+    let login = req
+        .login_url()
+        .ok_or_else(|| HttpError::internal("authenticated routes need Application::login_url"))?;
+    let here = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_owned(), |p| p.as_str().to_owned());
+    let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+    let separator = if login.contains('?') { '&' } else { '?' };
+    Ok(Some(Response::redirect(&format!(
+        "{login}{separator}next={next}"
+    ))))
 }
 
 /// The error page for `error`, its detail logged.

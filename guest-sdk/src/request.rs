@@ -27,6 +27,8 @@ pub struct Request {
     params: Vec<(String, String)>,
     cookies_out: Vec<Cookie<'static>>,
     xsrf_token: Option<String>,
+    /// The current user, once known.
+    current_user: Option<Option<String>>,
     settings: Rc<Settings>,
 }
 
@@ -56,6 +58,7 @@ impl Request {
             params: Vec::new(),
             cookies_out: Vec::new(),
             xsrf_token: None,
+            current_user: None,
             settings: Rc::default(),
         }
     }
@@ -196,6 +199,37 @@ impl Request {
         let mut cookie = Cookie::build((name.to_owned(), "")).path("/").build();
         cookie.make_removal();
         self.set_cookie(cookie);
+    }
+
+    /// The logged-in user, like Tornado's `current_user`: by default the
+    /// value of the signed cookie `user` (or the one named by
+    /// [`Application::user_cookie`](crate::Application::user_cookie)), read
+    /// once per request; `None` when there is none or its signature fails.
+    /// A handler that knows its users another way says so with
+    /// [`Handler::current_user`](crate::Handler::current_user) or
+    /// [`set_current_user`](Self::set_current_user).
+    pub fn current_user(&mut self) -> Result<Option<String>, HttpError> {
+        if let Some(known) = &self.current_user {
+            return Ok(known.clone());
+        }
+        let name = self
+            .settings
+            .user_cookie
+            .clone()
+            .unwrap_or_else(|| crate::settings::USER_COOKIE.to_owned());
+        let user = self.signed_cookie(&name)?;
+        self.current_user = Some(user.clone());
+        Ok(user)
+    }
+
+    /// Sets who the current user is for the rest of this request.
+    pub fn set_current_user(&mut self, user: Option<String>) {
+        self.current_user = Some(user);
+    }
+
+    /// The application's login URL, if it set one.
+    pub(crate) fn login_url(&self) -> Option<&str> {
+        self.settings.login_url.as_deref()
     }
 
     /// The value of the signed cookie `name`, like Tornado's

@@ -64,6 +64,56 @@ impl Response {
         Self::with_body("text/html; charset=utf-8", body.into().into_bytes())
     }
 
+    /// 200 with `template` rendered as an HTML page, like Tornado's
+    /// `self.render`. Templates are [askama](https://docs.rs/askama)'s:
+    /// compiled into the component with the handler (`#[derive(Template)]`
+    /// on a struct whose fields are the template's values), so a request
+    /// parses nothing; `.html` templates escape every value unless marked
+    /// `|safe`. A template that fails (a filter's error) is a 500.
+    ///
+    /// ```
+    /// use askama::Template;
+    /// use cyclone_sdk::{HttpError, Response};
+    ///
+    /// // Usually `#[template(path = "entry.html")]`, a file in the crate's
+    /// // `templates/` folder that may `{% extends "base.html" %}`.
+    /// #[derive(Template)]
+    /// #[template(
+    ///     source = "<h1>{{ title }}</h1>{% for p in paragraphs %}<p>{{ p }}</p>{% endfor %}",
+    ///     ext = "html"
+    /// )]
+    /// struct Entry<'a> {
+    ///     title: &'a str,
+    ///     paragraphs: Vec<String>,
+    /// }
+    ///
+    /// fn entry() -> Result<Response, HttpError> {
+    ///     Response::render(&Entry {
+    ///         title: "Hello",
+    ///         paragraphs: vec!["<script>".into()],
+    ///     })
+    /// }
+    /// assert_eq!(
+    ///     entry().unwrap().body(),
+    ///     Some(&b"<h1>Hello</h1><p>&#60;script&#62;</p>"[..])
+    /// );
+    /// ```
+    pub fn render(template: &impl askama::Template) -> Result<Self, HttpError> {
+        Self::render_as("text/html; charset=utf-8", template)
+    }
+
+    /// 200 with `template` rendered as a body of `content_type` (an Atom
+    /// feed, a text file); see [`render`](Self::render).
+    pub fn render_as(
+        content_type: &'static str,
+        template: &impl askama::Template,
+    ) -> Result<Self, HttpError> {
+        let body = template
+            .render()
+            .map_err(|e| HttpError::internal(format!("rendering a template: {e}")))?;
+        Ok(Self::with_body(content_type, body.into_bytes()))
+    }
+
     /// 200 with `value` as an `application/json` body.
     ///
     /// # Panics
@@ -332,6 +382,27 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
         assert_eq!(r.headers()["x-a"], "1");
         assert_eq!(r.body(), Some(&b"hi"[..]));
+    }
+
+    #[test]
+    fn templates_render_as_html_or_the_type_given_and_escape_values() {
+        #[derive(askama::Template)]
+        #[template(
+            source = "{% if items.is_empty() %}none{% else %}{% for i in items %}[{{ i|upper }}]{% endfor %}{% endif %}",
+            ext = "html"
+        )]
+        struct List {
+            items: Vec<&'static str>,
+        }
+        let r = Response::render(&List {
+            items: vec!["a&b", "<c>"],
+        })
+        .unwrap();
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(r.body(), Some(&b"[A&#38;B][&#60;C&#62;]"[..]));
+        let feed = Response::render_as("application/atom+xml", &List { items: vec![] }).unwrap();
+        assert_eq!(feed.headers()["content-type"], "application/atom+xml");
+        assert_eq!(feed.body(), Some(&b"none"[..]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What an [`Application`](crate::Application) tells the requests it
-//! serves: where its cookie keys come from and whether XSRF is checked.
+//! serves: where its cookie keys come from, whether XSRF is checked, which
+//! cookie names the current user and where to log in.
 
 use std::cell::OnceCell;
 
@@ -9,12 +10,19 @@ use crate::cookies::CookieKeys;
 /// The cookie (and form field) holding the XSRF token.
 pub(crate) const XSRF_COOKIE: &str = "_xsrf";
 
-/// Settings requests consult: the cookie keys and whether XSRF is checked.
+/// The signed cookie holding the current user when the application names
+/// no other, as in Tornado's demos.
+pub(crate) const USER_COOKIE: &str = "user";
+
+/// Settings requests consult: the cookie keys, whether XSRF is checked, the
+/// current user's cookie and where to log in.
 #[derive(Debug, Default)]
 pub(crate) struct Settings {
     pub(crate) cookie_secret_variable: Option<String>,
     cookie_keys: OnceCell<Result<CookieKeys, HttpError>>,
     pub(crate) xsrf_cookies: bool,
+    pub(crate) user_cookie: Option<String>,
+    pub(crate) login_url: Option<String>,
 }
 
 impl Settings {

@@ -3,20 +3,22 @@
 //!
 //! | Route | What it shows |
 //! |---|---|
-//! | `GET /` | an HTML page |
+//! | `GET /` | an HTML page from templates (`templates/`: a base layout, an include, a loop, a conditional, escaping) |
 //! | `GET /users/{id}` | a typed path parameter (not a number → 400), JSON |
 //! | `DELETE /users/{id}` | 204 |
 //! | `POST /users` | a JSON body into a serde type (bad JSON → 400), 201 + `Location` |
 //! | `PUT /users` | a verb the handler lacks → 405 with `Allow` |
 //! | `GET /search?q=…&tag=a&tag=b` | single and repeated query arguments |
-//! | `GET /login`, `POST /login` | a form with the XSRF token; a signed session cookie |
+//! | `GET /login`, `POST /login` | a form with the XSRF token; a signed session cookie; back to `?next=` |
 //! | `GET /me` | `prepare` checks the session: 401 when missing, tampered with or expired |
+//! | `GET /account`, `POST /account` | `.authenticated()`: no session → a GET goes to `/login?next=/account`, a POST gets 403 |
 //! | `GET /old` | a permanent redirect |
 //! | `GET /stream` | five chunks, 200 ms apart, each flushed as it is written |
-//! | anything else | a custom 404 page through the application's error page |
+//! | anything else | a custom 404 page, from a template, through the application's error page |
 
 use std::time::Duration;
 
+use askama::Template;
 use cyclone_sdk::time::sleep;
 use cyclone_sdk::{
     Application, Handler, HttpError, Request, Response, StatusCode, handler_impl, variables,
@@ -31,6 +33,8 @@ async fn handle(req: Request) -> Response {
     Application::new()
         .cookie_secret_variable("cookie_secret")
         .xsrf_cookies()
+        .user_cookie(SESSION)
+        .login_url("/login")
         .get("/", home)
         .route("/users", Users)
         .route("/users/{id}", User)
@@ -43,6 +47,8 @@ async fn handle(req: Request) -> Response {
                 name: String::new(),
             },
         )
+        .route("/account", Account)
+        .authenticated()
         .get("/old", async |_: &mut Request| {
             Response::permanent_redirect("/")
         })
@@ -52,18 +58,33 @@ async fn handle(req: Request) -> Response {
         .await
 }
 
-async fn home(_req: &mut Request) -> Response {
-    // The stylesheet is a static file the host serves; its URL carries a
-    // hash of its content, so browsers may cache it for good.
-    let css = cyclone_sdk::static_url("tour.css");
-    Response::html(format!(
-        "<!doctype html>\n<title>cyclone tour</title>\n\
-         <link rel=\"stylesheet\" href=\"{css}\">\n<h1>cyclone tour</h1>\n<ul>\n\
-         <li><a href=\"/users/7\">/users/7</a></li>\n\
-         <li><a href=\"/search?q=wasm&amp;tag=rust&amp;tag=web\">/search</a></li>\n\
-         <li><a href=\"/login\">/login</a> then <a href=\"/me\">/me</a></li>\n\
-         <li><a href=\"/stream\">/stream</a></li>\n</ul>\n"
-    ))
+/// `templates/home.html`, which extends `base.html` (it includes `nav.html`).
+#[derive(Template)]
+#[template(path = "home.html")]
+struct Home {
+    title: &'static str,
+    css: String,
+    /// The logged-in user's name, escaped like every value in the page.
+    user: Option<String>,
+    links: Vec<(&'static str, &'static str)>,
+}
+
+async fn home(req: &mut Request) -> Result<Response, HttpError> {
+    Response::render(&Home {
+        title: "cyclone Tour",
+        // The stylesheet is a static file the host serves; its URL carries a
+        // hash of its content, so browsers may cache it for good.
+        css: cyclone_sdk::static_url("tour.css"),
+        user: req.current_user()?,
+        links: vec![
+            ("/users/7", "/users/7"),
+            ("/search?q=wasm&tag=rust&tag=web", "/search"),
+            ("/login", "/login"),
+            ("/me", "/me"),
+            ("/account", "/account"),
+            ("/stream", "/stream"),
+        ],
+    })
 }
 
 /// A user as the API shows it.
@@ -132,9 +153,12 @@ async fn search(req: &mut Request) -> Result<Response, HttpError> {
 
 async fn login_form(req: &mut Request) -> Response {
     let token = req.xsrf_token();
+    let next =
+        html_escape::encode_double_quoted_attribute(&req.argument_or("next", "")).into_owned();
     Response::html(format!(
         "<!doctype html>\n<title>Log in</title>\n<form method=\"post\" action=\"/login\">\n\
          <input type=\"hidden\" name=\"_xsrf\" value=\"{token}\">\n\
+         <input type=\"hidden\" name=\"next\" value=\"{next}\">\n\
          <label>Name <input name=\"name\"></label>\n<button>Log in</button>\n</form>\n"
     ))
 }
@@ -148,7 +172,29 @@ async fn login(req: &mut Request) -> Result<Response, HttpError> {
         .and_then(|secs| secs.parse().ok())
         .unwrap_or(86_400);
     req.set_signed_cookie(SESSION, &name, Duration::from_secs(max_age))?;
-    Ok(Response::redirect_with(StatusCode::SEE_OTHER, "/me"))
+    // Back where the login was asked for, but only to a path of this site:
+    // `next` comes from the client.
+    let next = req.argument_or("next", "");
+    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+    let target = if local { next.as_str() } else { "/me" };
+    Ok(Response::redirect_with(StatusCode::SEE_OTHER, target))
+}
+
+/// `/account`: only for a logged-in user (`.authenticated()`), who is the
+/// request's current user by the time a verb runs.
+struct Account;
+
+#[handler_impl]
+impl Handler for Account {
+    async fn get(&mut self, req: &mut Request) -> Result<Response, HttpError> {
+        let name = req.current_user()?.unwrap_or_default();
+        Ok(Response::text(format!("the account of {name}\n")))
+    }
+
+    async fn post(&mut self, req: &mut Request) -> Result<Response, HttpError> {
+        let name = req.current_user()?.unwrap_or_default();
+        Ok(Response::text(format!("saved for {name}\n")))
+    }
 }
 
 /// `/me`: `prepare` authenticates, like Tornado's `get_current_user`.
@@ -183,13 +229,26 @@ async fn stream(_req: &mut Request) -> Response {
     })
 }
 
+/// `templates/error.html`: the 404 page, in the site's layout.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct NotFound<'a> {
+    css: String,
+    user: Option<String>,
+    path: &'a str,
+}
+
 fn error_page(req: &Request, error: &HttpError) -> Response {
     if error.status == StatusCode::NOT_FOUND {
-        let path = html_escape::encode_text(req.path());
-        return Response::html(format!(
-            "<!doctype html>\n<title>Not found</title>\n<h1>Not found</h1>\n\
-             <p>There is no page at <code>{path}</code>. Try <a href=\"/\">the tour's start</a>.</p>\n"
-        ));
+        let page = NotFound {
+            css: cyclone_sdk::static_url("tour.css"),
+            user: None,
+            path: req.path(),
+        };
+        // The application gives the page the error's status.
+        if let Ok(response) = Response::render(&page) {
+            return response;
+        }
     }
     error.default_page()
 }

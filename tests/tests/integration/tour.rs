@@ -119,6 +119,50 @@ fn the_home_page_is_html() {
 }
 
 #[test]
+fn the_home_page_is_rendered_from_templates_that_escape_what_they_show() {
+    let server = tour();
+    // base.html (the layout, its title through a filter), nav.html (an
+    // include with a conditional), home.html (a block with a loop).
+    let anonymous = server.get("/").body;
+    assert!(
+        anonymous.contains("<title>cyclone tour</title>"),
+        "{anonymous}"
+    );
+    assert!(
+        anonymous.contains("<nav><a href=\"/login\">Log in</a></nav>"),
+        "{anonymous}"
+    );
+    assert!(
+        anonymous
+            .contains("<li><a href=\"/search?q=wasm&#38;tag=rust&#38;tag=web\">/search</a></li>"),
+        "{anonymous}"
+    );
+    assert_eq!(anonymous.matches("<li>").count(), 6, "{anonymous}");
+    // A user's name is a value: escaped, never markup.
+    let session = log_in(&server, "%3Cb%3Eada%3C%2Fb%3E");
+    let page = server
+        .request("GET", "/", &[("cookie", &format!("session={session}"))], "")
+        .body;
+    assert!(
+        page.contains("Logged in as <b>&#60;b&#62;ada&#60;/b&#62;</b>"),
+        "{page}"
+    );
+    // The 404 page is a template too, in the same layout.
+    let missing = server.get("/nowhere");
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("<title>Not found</title>"),
+        "{}",
+        missing.body
+    );
+    assert!(
+        missing.body.contains("href=\"/static/tour.css?v="),
+        "{}",
+        missing.body
+    );
+}
+
+#[test]
 fn the_home_page_links_its_stylesheet_by_a_versioned_url() {
     let server = tour();
     let home = server.get("/").body;
@@ -322,6 +366,79 @@ fn login_sets_a_signed_session_that_me_reads() {
         "{}",
         anonymous.body
     );
+}
+
+#[test]
+fn an_authenticated_route_sends_visitors_to_log_in_and_back() {
+    let server = tour();
+    // No session: a GET goes to the login page, with the way back...
+    let visitor = server.get("/account?tab=keys");
+    assert_eq!(visitor.status, 302, "{}", visitor.body);
+    assert_eq!(
+        visitor.header("location"),
+        Some("/login?next=%2Faccount%3Ftab%3Dkeys")
+    );
+    let form = server.get("/login?next=%2Faccount%3Ftab%3Dkeys");
+    assert!(
+        form.body
+            .contains("name=\"next\" value=\"/account?tab=keys\""),
+        "{}",
+        form.body
+    );
+    // ...and anything else is refused, XSRF token or not.
+    let token = xsrf_token(&server);
+    let post = with_xsrf(&server, "POST", "/account", &token, "");
+    assert_eq!(post.status, 403, "{}", post.body);
+
+    // Logging in with `next` leads back; a session opens the route.
+    let cookie = format!("_xsrf={token}");
+    let login = server.request(
+        "POST",
+        "/login",
+        &[
+            ("cookie", &cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        &format!("name=ada&_xsrf={token}&next=%2Faccount%3Ftab%3Dkeys"),
+    );
+    assert_eq!(login.status, 303, "{}", login.body);
+    assert_eq!(login.header("location"), Some("/account?tab=keys"));
+    let session = login.cookie("session").unwrap().to_owned();
+    let with_session = format!("session={session}; _xsrf={token}");
+    let account = server.request("GET", "/account", &[("cookie", &with_session)], "");
+    assert_eq!(
+        (account.status, account.body.as_str()),
+        (200, "the account of ada\n")
+    );
+    let saved = server.request(
+        "POST",
+        "/account",
+        &[("cookie", &with_session), ("x-xsrftoken", &token)],
+        "",
+    );
+    assert_eq!(
+        (saved.status, saved.body.as_str()),
+        (200, "saved for ada\n")
+    );
+
+    // `next` only leads to this site.
+    for away in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+    ] {
+        let next: String = away.bytes().map(|b| format!("%{b:02X}")).collect();
+        let login = server.request(
+            "POST",
+            "/login",
+            &[
+                ("cookie", &cookie),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            &format!("name=ada&_xsrf={token}&next={next}"),
+        );
+        assert_eq!(login.header("location"), Some("/me"), "{away}");
+    }
 }
 
 #[test]
