@@ -72,20 +72,24 @@ fn with_xsrf(server: &Cyclone, method: &str, path: &str, token: &str, body: &str
     )
 }
 
-/// Logs in as `name` through the form and returns the session cookie's value.
-fn log_in(server: &Cyclone, name: &str) -> String {
-    let token = xsrf_token(server);
-    let cookie = format!("_xsrf={token}");
-    let body = format!("name={name}&_xsrf={token}");
-    let reply = server.request(
+/// Posts the login form `fields` (urlencoded, `_xsrf` added) with the XSRF
+/// cookie `token`.
+fn post_login(server: &Cyclone, token: &str, fields: &str) -> Reply {
+    server.request(
         "POST",
         "/login",
         &[
-            ("cookie", &cookie),
+            ("cookie", &format!("_xsrf={token}")),
             ("content-type", "application/x-www-form-urlencoded"),
         ],
-        &body,
-    );
+        &format!("{fields}&_xsrf={token}"),
+    )
+}
+
+/// Logs in as `name` through the form and returns the session cookie's value.
+fn log_in(server: &Cyclone, name: &str) -> String {
+    let token = xsrf_token(server);
+    let reply = post_login(server, &token, &format!("name={name}"));
     assert_eq!(reply.status, 303, "{}", reply.body);
     assert_eq!(reply.header("location"), Some("/me"));
     let set_cookie = reply.set_cookie("session").expect("a session cookie");
@@ -391,16 +395,7 @@ fn an_authenticated_route_sends_visitors_to_log_in_and_back() {
     assert_eq!(post.status, 403, "{}", post.body);
 
     // Logging in with `next` leads back; a session opens the route.
-    let cookie = format!("_xsrf={token}");
-    let login = server.request(
-        "POST",
-        "/login",
-        &[
-            ("cookie", &cookie),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        &format!("name=ada&_xsrf={token}&next=%2Faccount%3Ftab%3Dkeys"),
-    );
+    let login = post_login(&server, &token, "name=ada&next=%2Faccount%3Ftab%3Dkeys");
     assert_eq!(login.status, 303, "{}", login.body);
     assert_eq!(login.header("location"), Some("/account?tab=keys"));
     let session = login.cookie("session").unwrap().to_owned();
@@ -428,15 +423,7 @@ fn an_authenticated_route_sends_visitors_to_log_in_and_back() {
         "/\\evil.example",
     ] {
         let next: String = away.bytes().map(|b| format!("%{b:02X}")).collect();
-        let login = server.request(
-            "POST",
-            "/login",
-            &[
-                ("cookie", &cookie),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
-            &format!("name=ada&_xsrf={token}&next={next}"),
-        );
+        let login = post_login(&server, &token, &format!("name=ada&next={next}"));
         assert_eq!(login.header("location"), Some("/me"), "{away}");
     }
 }
