@@ -23,6 +23,9 @@ use wasmtime_wasi_http::Error as ErrorCode;
 
 use crate::response::{Response, not_found};
 
+/// The most of a file one response reads ahead of its client.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// `Cache-Control` of a versioned URL: its content never changes.
 const VERSIONED: &str = "public, max-age=31536000, immutable";
 /// `Cache-Control` of any other: cache, but ask first (a 304 is cheap).
@@ -42,7 +45,11 @@ impl StaticFiles {
         let root = folder.canonicalize()?;
         let serve = ServeDir::with_backend(&root, Confined { root: root.clone() })
             .precompressed_br()
-            .precompressed_gzip();
+            .precompressed_gzip()
+            // `/static/docs` redirects to `/static/docs/`, not `/docs/`.
+            .redirect_path_prefix(prefix)
+            // What one response holds while its client reads (default 64 KiB).
+            .with_buf_chunk_size(READ_CHUNK);
         Ok(Self {
             prefix: prefix.to_owned(),
             serve,

@@ -105,6 +105,9 @@ fn files_are_served_with_their_type_and_validators_without_an_instance() {
     assert_eq!(js.header("content-type"), Some("text/javascript"));
     let html = get(&server, "/static/docs/", &[]);
     assert_eq!((html.status, html.body.as_str()), (200, "<p>docs</p>\n"));
+    let folder = get(&server, "/static/docs", &[]);
+    assert!((300..400).contains(&folder.status), "{}", folder.head);
+    assert_eq!(folder.header("location"), Some("/static/docs/"));
     assert_eq!(
         get(&server, "/static/inside.js", &[]).body,
         "console.log(1)\n",
