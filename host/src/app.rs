@@ -178,7 +178,7 @@ impl App {
                 variables: config.variable_values(),
                 allowed_hosts: config.allowed_outbound_hosts.clone(),
                 outbound: crate::capabilities::outbound::Pool::new(config.outbound_pool),
-                static_files: Arc::new(crate::static_files::Versions::new(&config.static_files)),
+                static_files: Arc::new(crate::static_files::Versions::new(config)),
                 files: config
                     .files
                     .iter()

@@ -759,13 +759,10 @@ fn router(apps: &BTreeMap<String, Deployed>) -> Result<Router<Target>, String> {
                 Target::new(deployed.live.clone(), gate.clone()),
             ));
         }
-        for (route, folder) in &deployed.config.static_files {
-            let pattern = crate::config::RoutePattern::parse(route).map_err(|e| e.to_string())?;
-            let crate::config::RoutePattern::Prefix(prefix) = &pattern else {
-                return Err(format!("static route `{route}` must be a prefix route"));
-            };
+        for (prefix, folder) in deployed.config.static_folders() {
             let files = crate::static_files::StaticFiles::new(prefix, folder)
-                .map_err(|e| format!("static route `{route}`: {}: {e}", folder.display()))?;
+                .map_err(|e| format!("static route `{prefix}/...`: {}: {e}", folder.display()))?;
+            let pattern = crate::config::RoutePattern::Prefix(prefix.to_owned());
             routes.push((pattern, Target::files(deployed.live.clone(), files)));
         }
     }

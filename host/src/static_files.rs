@@ -6,7 +6,7 @@
 //! versioned URL (`?v=…`, made by [`Versions::url`] for the guest's
 //! `static-files.url`) is cacheable for a year; any other is revalidated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -66,9 +66,10 @@ impl StaticFiles {
             .uri
             .query()
             .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("v=")));
+        let path = if rest.is_empty() { "/" } else { rest };
         let path_and_query = match parts.uri.query() {
-            Some(query) => format!("{}?{query}", if rest.is_empty() { "/" } else { rest }),
-            None => if rest.is_empty() { "/" } else { rest }.to_owned(),
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
         };
         let Ok(uri) = path_and_query.parse::<Uri>() else {
             return not_found();
@@ -146,14 +147,11 @@ struct Hashed {
 }
 
 impl Versions {
-    /// The folders of an app's `static` table (routes `"/prefix/..."`).
-    pub fn new(table: &BTreeMap<String, PathBuf>) -> Self {
-        let folders = table
-            .iter()
-            .filter_map(|(route, folder)| {
-                let prefix = route.strip_suffix("/...")?;
-                Some((prefix.to_owned(), folder.canonicalize().ok()?))
-            })
+    /// The folders of an app's `static` table.
+    pub fn new(config: &crate::config::AppConfig) -> Self {
+        let folders = config
+            .static_folders()
+            .filter_map(|(prefix, folder)| Some((prefix.to_owned(), folder.canonicalize().ok()?)))
             .collect();
         Self {
             folders,

@@ -303,6 +303,14 @@ impl AppConfig {
         }
     }
 
+    /// The `static` table as route prefixes (without `/...`) and folders;
+    /// loading the manifest has checked every route is a prefix route.
+    pub fn static_folders(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
+        self.static_files
+            .iter()
+            .filter_map(|(route, folder)| Some((route.strip_suffix("/...")?, folder.as_path())))
+    }
+
     /// The CPU budget as a `Duration`.
     pub fn cpu_budget(&self) -> Duration {
         Duration::from_millis(self.cpu_budget_ms)
