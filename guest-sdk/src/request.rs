@@ -234,13 +234,16 @@ impl Request {
 
     /// The value of the signed cookie `name`, like Tornado's
     /// `get_secure_cookie`: `None` when missing, tampered with, signed with a
-    /// key no longer configured, or expired. Fails (500) only when the app has
-    /// no cookie secret.
+    /// key no longer configured, or expired. Fails (500) only when the cookie
+    /// is there and the app has no cookie secret.
     pub fn signed_cookie(&self, name: &str) -> Result<Option<String>, HttpError> {
+        // No cookie, nothing to verify: a page that only asks who is logged
+        // in works in an app without a cookie secret.
+        let Some(signed) = self.cookie(name) else {
+            return Ok(None);
+        };
         let keys = self.settings.cookie_keys()?;
-        Ok(self
-            .cookie(name)
-            .and_then(|signed| keys.verify(name, &signed, unix_now())))
+        Ok(keys.verify(name, &signed, unix_now()))
     }
 
     /// Sets the cookie `name` to `value`, signed with the app's current key and

@@ -536,3 +536,21 @@ fn the_example_manifest_runs_with_its_defaults() {
     let session = log_in(&server, "ada");
     assert_eq!(me(&server, &session).status, 200);
 }
+
+/// The README deploys the tour into an app with no cookie secret: its home
+/// page asks who is logged in, which without a cookie needs no key.
+#[test]
+fn the_home_page_needs_no_cookie_secret_without_a_cookie() {
+    let (_dir, path) = example_manifest(
+        "tour",
+        component(),
+        &[(
+            "cookie_secret = { env = \"TOUR_COOKIE_SECRET\", default = \"1:tour-secret-for-local-use-only\" }",
+            "",
+        )],
+    );
+    let server = Cyclone::serve(&path);
+    let home = server.get("/");
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert_eq!(server.get("/account").status, 302);
+}
