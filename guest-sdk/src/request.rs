@@ -151,6 +151,16 @@ impl Request {
             .unwrap_or_else(|| default.to_owned())
     }
 
+    /// The argument `next` when it is a path on this site, as a login guard
+    /// sets it (`/compose?id=3`), else `default`. Anything that could lead
+    /// elsewhere (`https://…`, `//host`, a backslash) gives `default`, so a
+    /// login or logout page cannot send visitors to another site.
+    pub fn next_url(&self, default: &str) -> String {
+        let next = self.argument_or("next", "");
+        let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+        if local { next } else { default.to_owned() }
+    }
+
     /// Every value of the argument `name`, query string first, then a
     /// form-encoded body (`?tag=a&tag=b` gives `["a", "b"]`).
     pub fn arguments(&self, name: &str) -> Vec<String> {
@@ -458,6 +468,25 @@ mod tests {
             "tag=x",
         );
         assert!(not_a_form.arguments("tag").is_empty());
+    }
+
+    #[test]
+    fn next_url_keeps_only_paths_of_this_site() {
+        let next = |query: &str| {
+            request(http::Request::get(format!("/login?{query}")), "").next_url("/home")
+        };
+        assert_eq!(next("next=%2Fcompose%3Fid%3D3"), "/compose?id=3");
+        assert_eq!(next("next=/"), "/");
+        for elsewhere in [
+            "",
+            "next=",
+            "next=https://example.com/",
+            "next=//example.com/",
+            "next=/%5Cexample.com",
+            "next=compose",
+        ] {
+            assert_eq!(next(elsewhere), "/home", "{elsewhere}");
+        }
     }
 
     #[test]

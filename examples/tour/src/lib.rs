@@ -174,10 +174,10 @@ async fn login(req: &mut Request) -> Result<Response, HttpError> {
     req.set_signed_cookie(SESSION, &name, Duration::from_secs(max_age))?;
     // Back where the login was asked for, but only to a path of this site:
     // `next` comes from the client.
-    let next = req.argument_or("next", "");
-    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
-    let target = if local { next.as_str() } else { "/me" };
-    Ok(Response::redirect_with(StatusCode::SEE_OTHER, target))
+    Ok(Response::redirect_with(
+        StatusCode::SEE_OTHER,
+        &req.next_url("/me"),
+    ))
 }
 
 /// `/account`: only for a logged-in user (`.authenticated()`), who is the

@@ -1,6 +1,7 @@
-//! The chat page in headless Chromium, driven over WebDriver (chromedriver):
+//! Pages in headless Chromium, driven over WebDriver (chromedriver). The chat:
 //! two browsers open the page, one sends, the other shows the message — once
-//! over websockets, once over long polling.
+//! over websockets, once over long polling. The blog: its first author, an
+//! entry, signing out and in.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -167,4 +168,120 @@ fn two_browsers_chat_over_websockets_and_long_polling() {
             .iter()
             .any(|line| line.contains("websocket session opened"))
     );
+}
+
+/// Fills the form field `name` with `text`.
+async fn fill(browser: &Client, name: &str, text: &str) {
+    browser
+        .find(Locator::Css(&format!("[name=\"{name}\"]")))
+        .await
+        .unwrap_or_else(|e| panic!("no field {name}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Submits the page's form and waits for the next page to load.
+async fn submit(browser: &Client) {
+    browser
+        .find(Locator::Css("input[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the browser is at `path` (path and query).
+async fn wait_at(browser: &Client, server: &Cyclone, path: &str) {
+    let started = Instant::now();
+    let expected = server.url(path);
+    loop {
+        let url = browser.current_url().await.unwrap();
+        if url.as_str() == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the browser stayed at {url}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The blog as its first author meets it: from an empty home page to the
+/// form that creates the author, then composing an entry that shows on the
+/// home page and in the feed; signing out, a wrong password, and back in.
+#[test]
+fn a_browser_creates_the_author_writes_an_entry_and_signs_in_again() {
+    let (dir, path) = example_manifest("blog", components::BLOG, &[]);
+    let server = Cyclone::serve(&path).keeping(dir);
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let browser = driver.browser().await;
+        // No entries: / → /compose → the login → creating the author.
+        browser.goto(&server.url("/")).await.unwrap();
+        wait_at(&browser, &server, "/auth/create?next=%2Fcompose").await;
+        fill(&browser, "email", "ada@example.com").await;
+        fill(&browser, "name", "Ada").await;
+        fill(&browser, "password", "correct horse battery").await;
+        submit(&browser).await;
+        wait_at(&browser, &server, "/compose").await;
+
+        fill(&browser, "title", "Hello, Storm!").await;
+        fill(&browser, "markdown", "Written in a *browser*.").await;
+        submit(&browser).await;
+        wait_at(&browser, &server, "/entry/hello-storm").await;
+        let emphasis = browser.find(Locator::Css(".entry .body em")).await.unwrap();
+        assert_eq!(emphasis.text().await.unwrap(), "browser");
+
+        browser.goto(&server.url("/")).await.unwrap();
+        let title = browser.find(Locator::Css(".entry h1 a")).await.unwrap();
+        assert_eq!(title.text().await.unwrap(), "Hello, Storm!");
+        let feed = server.get("/feed");
+        assert!(
+            feed.body
+                .contains("<title type=\"text\">Hello, Storm!</title>")
+        );
+
+        // Out, then a wrong password, then in again, back where we were.
+        browser
+            .find(Locator::LinkText("Sign out"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_at(&browser, &server, "/").await;
+        browser
+            .find(Locator::LinkText("Sign in"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_at(&browser, &server, "/auth/login?next=%2F").await;
+        fill(&browser, "email", "ada@example.com").await;
+        fill(&browser, "password", "wrong").await;
+        submit(&browser).await;
+        let error = browser
+            .wait()
+            .for_element(Locator::Css(".error"))
+            .await
+            .unwrap();
+        assert_eq!(error.text().await.unwrap(), "Error: incorrect password");
+        fill(&browser, "email", "ada@example.com").await;
+        fill(&browser, "password", "correct horse battery").await;
+        submit(&browser).await;
+        wait_at(&browser, &server, "/").await;
+        browser
+            .find(Locator::LinkText("Edit this post"))
+            .await
+            .expect("signed in again, the author may edit");
+        browser.close().await.unwrap();
+    });
 }

@@ -4,6 +4,7 @@
 // their example.
 #![allow(clippy::duplicate_mod)]
 
+mod blog;
 mod browser;
 mod chat;
 /// The chat suite again, against the example's WASI 0.3 build.
