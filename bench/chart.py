@@ -28,6 +28,8 @@ PANELS = {
     "spin": [
         (0, ["server", "spinning requests"], ["/hello req/s"], "/hello requests/s"),
         (0, ["server", "spinning requests"], ["p50", "p99"], "/hello latency (ms)"),
+        (1, ["blog server", "logging in at once"], ["/ req/s"], "blog / requests/s while logins hash"),
+        (1, ["blog server", "logging in at once"], ["p50", "p99"], "blog / latency (ms)"),
     ],
     "sleep": [
         (0, ["server"], ["succeeded"], "requests succeeded"),
