@@ -181,15 +181,20 @@ async fn fill(browser: &Client, name: &str, text: &str) {
         .unwrap();
 }
 
-/// Submits the page's form and waits for the next page to load.
-async fn submit(browser: &Client) {
+/// Clicks the element `what` finds.
+async fn click(browser: &Client, what: Locator<'_>) {
     browser
-        .find(Locator::Css("input[type=submit]"))
+        .find(what)
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("nothing to click: {e}"))
         .click()
         .await
         .unwrap();
+}
+
+/// Submits the page's form.
+async fn submit(browser: &Client) {
+    click(browser, Locator::Css("input[type=submit]")).await;
 }
 
 /// Waits until the browser is at `path` (path and query).
@@ -249,21 +254,9 @@ fn a_browser_creates_the_author_writes_an_entry_and_signs_in_again() {
         );
 
         // Out, then a wrong password, then in again, back where we were.
-        browser
-            .find(Locator::LinkText("Sign out"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::LinkText("Sign out")).await;
         wait_at(&browser, &server, "/").await;
-        browser
-            .find(Locator::LinkText("Sign in"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::LinkText("Sign in")).await;
         wait_at(&browser, &server, "/auth/login?next=%2F").await;
         fill(&browser, "email", "ada@example.com").await;
         fill(&browser, "password", "wrong").await;
