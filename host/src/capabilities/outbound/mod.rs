@@ -250,16 +250,33 @@ pub async fn send(
             },
         }
     };
+    // A connection whose response closes it is not kept: its task may not
+    // have seen the close yet when the next request takes it from the pool,
+    // and that request would meet a reset instead of a new connection.
+    let parked = keeps_alive(&response).then(|| (pool.clone(), upstream, sender));
     Ok(response.map(|inner| {
         let mut body = BetweenBytes {
             inner,
             limit: between_bytes_timeout,
             deadline: Box::pin(tokio::time::sleep(between_bytes_timeout)),
-            parked: Some((pool.clone(), upstream, sender)),
+            parked,
         };
         body.park_at_end();
         body.boxed_unsync()
     }))
+}
+
+/// Whether the connection may serve another request after `response`: an
+/// HTTP/1.1 response without `Connection: close`.
+fn keeps_alive<B>(response: &http::Response<B>) -> bool {
+    let closes = response
+        .headers()
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"));
+    response.version() == http::Version::HTTP_11 && !closes
 }
 
 /// A new HTTP/1.1 connection to `upstream` at `addr`, TLS for `https`.
@@ -392,6 +409,31 @@ mod tests {
 
     fn allowed(list: &[&str]) -> AllowedHosts {
         AllowedHosts::parse(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn only_an_http_1_1_response_that_does_not_close_keeps_its_connection() {
+        let response = |version, connection: Option<&str>| {
+            let mut builder = http::Response::builder().version(version);
+            if let Some(value) = connection {
+                builder = builder.header(http::header::CONNECTION, value);
+            }
+            builder.body(()).unwrap()
+        };
+        assert!(keeps_alive(&response(http::Version::HTTP_11, None)));
+        assert!(keeps_alive(&response(
+            http::Version::HTTP_11,
+            Some("keep-alive")
+        )));
+        assert!(!keeps_alive(&response(
+            http::Version::HTTP_11,
+            Some("close")
+        )));
+        assert!(!keeps_alive(&response(
+            http::Version::HTTP_11,
+            Some("Upgrade, Close")
+        )));
+        assert!(!keeps_alive(&response(http::Version::HTTP_10, None)));
     }
 
     async fn check(list: &[&str], url: &str) -> Result<SocketAddr, String> {
