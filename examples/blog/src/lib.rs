@@ -80,7 +80,7 @@ impl Page {
             .map_or("/", |p| p.as_str())
             .to_owned();
         Ok(Self {
-            title: variables::get("blog_title").unwrap_or_else(|| "cyclone Blog".to_owned()),
+            title: blog_title(),
             css: cyclone_sdk::static_url("blog.css"),
             logged_in: req.current_user()?.is_some(),
             here,
@@ -189,7 +189,7 @@ async fn feed(req: &mut Request) -> Result<Response, HttpError> {
         .unwrap_or("localhost")
         .to_owned();
     let feed = Feed {
-        title: variables::get("blog_title").unwrap_or_else(|| "cyclone Blog".to_owned()),
+        title: blog_title(),
         site: format!("http://{host}"),
         updated: format_rfc3339(updated),
         entries: entries
@@ -428,6 +428,11 @@ pub(crate) fn markdown_to_html(markdown: &str) -> String {
     let mut html = String::with_capacity(markdown.len() * 3 / 2);
     pulldown_cmark::html::push_html(&mut html, events);
     html
+}
+
+/// The blog's name: the app variable `blog_title`.
+fn blog_title() -> String {
+    variables::get("blog_title").unwrap_or_else(|| "cyclone Blog".to_owned())
 }
 
 /// Seconds since 1970.

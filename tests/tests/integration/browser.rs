@@ -65,6 +65,15 @@ impl Drop for Driver {
     }
 }
 
+/// Runs a test's browser steps to the end.
+fn block_on(steps: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(steps);
+}
+
 /// The text of `#status` once it reads `expected`.
 async fn wait_status(browser: &Client, expected: &str) {
     let started = Instant::now();
@@ -140,11 +149,7 @@ fn two_browsers_chat_over_websockets_and_long_polling() {
     let (_dir, path) = example_manifest("chat", components::CHAT, &[]);
     let server = Cyclone::serve(&path);
     let driver = Driver::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         two_browsers(
             &server,
             &driver,
@@ -222,11 +227,7 @@ fn a_browser_creates_the_author_writes_an_entry_and_signs_in_again() {
     let (dir, path) = example_manifest("blog", components::BLOG, &[]);
     let server = Cyclone::serve(&path).keeping(dir);
     let driver = Driver::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let browser = driver.browser().await;
         // No entries: / → /compose → the login → creating the author.
         browser.goto(&server.url("/")).await.unwrap();
