@@ -189,15 +189,18 @@ impl Client {
         let pending = wasip2::http::outgoing_handler::handle(outgoing, self.options())
             .map_err(|code| FetchError::from_code(&url, &code))?;
         // If the host refuses or fails the request, writing the body fails
-        // too; the response then says why, so wait for it either way.
-        let written = write_body(outgoing_body, &body).await;
+        // too and the response says why, so the response decides either
+        // way. A response that came is the answer even when the body could
+        // not be written whole: the upstream answered without reading it,
+        // or (a GET's empty body) the host sent the request and closed the
+        // body before the guest had finished it.
+        let _ = write_body(outgoing_body, &body).await;
         AsyncPollable::new(pending.subscribe()).wait_for().await;
         let incoming = pending
             .get()
             .expect("the response is ready")
             .expect("the response is taken once")
             .map_err(|code| FetchError::from_code(&url, &code))?;
-        written.map_err(|e| FetchError::from_io(&url, &e))?;
         let status = status_of(&url, incoming.status())?;
         let headers = header_map(incoming.headers().entries());
         let body = incoming.consume().expect("the body is taken once");
