@@ -111,12 +111,12 @@ fn polls_past_their_route_cap_leave_instances_for_posts_and_pages() {
         "{:?}",
         loading.elapsed()
     );
-    let released = pollers
-        .into_iter()
-        .map(finish_raw)
+    let answers: Vec<String> = pollers.into_iter().map(finish_raw).collect();
+    let released = answers
+        .iter()
         .filter(|answer| answer.contains("\"through\""))
         .count();
-    assert_eq!(released, 10);
+    assert_eq!(released, 10, "{answers:#?}");
 }
 
 /// Reads the whole answer of a request started by [`start_poll`]: its body.
