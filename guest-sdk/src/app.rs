@@ -209,6 +209,7 @@ enum Target {
     Handler(Box<dyn Endpoint>),
     Functions(Functions),
     WebSocket(Box<dyn crate::websocket::Endpoint>),
+    Hibernating(Box<dyn crate::hibernation::HibernatingEndpoint>),
 }
 
 impl Target {
@@ -217,7 +218,7 @@ impl Target {
         match self {
             Target::Handler(handler) => Some(handler),
             Target::Functions(functions) => Some(Box::new(functions)),
-            Target::WebSocket(_) => None,
+            Target::WebSocket(_) | Target::Hibernating(_) => None,
         }
     }
 }
@@ -391,6 +392,27 @@ impl Application {
         self.routes.push(Route {
             pattern: parse(pattern),
             target: Target::WebSocket(Box::new(handler)),
+            authenticated: false,
+        });
+        self
+    }
+
+    /// Routes websocket sessions on `pattern` to `handler`, whose sessions
+    /// hibernate between events (see
+    /// [`HibernatingHandler`](crate::websocket::HibernatingHandler)). The
+    /// application must be exported with [`#[app]`](crate::app). A plain
+    /// request to this pattern is answered 400.
+    ///
+    /// # Panics
+    /// When `pattern` is malformed (see [`Application`]).
+    pub fn hibernating(
+        mut self,
+        pattern: &str,
+        handler: impl crate::websocket::HibernatingHandler,
+    ) -> Self {
+        self.routes.push(Route {
+            pattern: parse(pattern),
+            target: Target::Hibernating(Box::new(handler)),
             authenticated: false,
         });
         self
@@ -574,7 +596,9 @@ impl Application {
         });
         let error = match found {
             None => HttpError::not_found(),
-            Some((params, Target::WebSocket(mut endpoint), authenticated)) => {
+            Some((params, mut target, authenticated))
+                if matches!(target, Target::WebSocket(_) | Target::Hibernating(_)) =>
+            {
                 req.route(params, Rc::new(settings));
                 let refused = match authenticated {
                     true => match req.current_user() {
@@ -584,18 +608,26 @@ impl Application {
                     },
                     false => None,
                 };
-                let connected = match refused {
-                    Some(error) => Err(error),
-                    None => endpoint.connect(&mut req).await,
+                let connected = match (refused, &mut target) {
+                    (Some(error), _) => Err(error),
+                    (None, Target::WebSocket(endpoint)) => endpoint.connect(&mut req).await,
+                    (None, Target::Hibernating(endpoint)) => endpoint.connect(&mut req).await,
+                    (None, _) => Err(HttpError::bad_request(
+                        "this path does not serve websockets",
+                    )),
                 };
-                match connected {
-                    Ok(()) => {
-                        return Ok(crate::websocket::Accepted {
+                match (connected, target) {
+                    (Ok(()), Target::WebSocket(endpoint)) => {
+                        return Ok(crate::websocket::Accepted::Live(crate::websocket::Live {
                             endpoint,
                             request: req,
-                        });
+                        }));
                     }
-                    Err(error) => error,
+                    (Ok(()), Target::Hibernating(endpoint)) => {
+                        return Ok(crate::websocket::Accepted::Hibernating(endpoint, req));
+                    }
+                    (Ok(()), _) => HttpError::bad_request("this path does not serve websockets"),
+                    (Err(error), _) => error,
                 }
             }
             Some(_) => HttpError::bad_request("this path does not serve websockets"),
@@ -603,6 +635,24 @@ impl Application {
         let mut page = render_error(error_page.as_ref(), &req, &error);
         req.apply_cookies(&mut page);
         Err(page)
+    }
+}
+
+impl Application {
+    /// The handler of the hibernating route that `path` matches: a fresh
+    /// one, as the application function builds it, for one event.
+    #[cfg_attr(feature = "wasip3", allow(dead_code))]
+    pub(crate) fn hibernating_endpoint(
+        self,
+        path: &str,
+    ) -> Option<Box<dyn crate::hibernation::HibernatingEndpoint>> {
+        self.routes
+            .into_iter()
+            .find(|route| route.pattern.matches(path).is_some())
+            .and_then(|route| match route.target {
+                Target::Hibernating(endpoint) => Some(endpoint),
+                _ => None,
+            })
     }
 }
 

@@ -73,6 +73,7 @@ pub mod client;
 mod cookies;
 mod error;
 pub mod guide;
+mod hibernation;
 pub mod kv;
 pub mod pubsub;
 mod request;
@@ -135,6 +136,19 @@ pub mod __private {
     pub fn run(session: Session) {
         crate::websocket::run(session)
     }
+
+    #[cfg(not(feature = "wasip3"))]
+    pub use crate::bindings::cyclone::platform::hibernation::Session as EventSession;
+    #[cfg(not(feature = "wasip3"))]
+    pub use crate::bindings::cyclone::platform::pubsub::Event as PubSubEvent;
+    #[cfg(not(feature = "wasip3"))]
+    pub use crate::bindings::cyclone::platform::websocket::{CloseFrame, Message};
+    #[cfg(not(feature = "wasip3"))]
+    pub use crate::bindings::exports::cyclone::platform::hibernating_handler::{
+        Decision, Guest as HibernatingGuest,
+    };
+    #[cfg(not(feature = "wasip3"))]
+    pub use crate::hibernation::exports::{decide, on_close, on_message, on_open, on_pubsub};
 
     pub use crate::serve::serve;
 
@@ -201,6 +215,40 @@ pub mod __private {
 
                 fn run(session: ::cyclone_sdk::__private::Session) {
                     ::cyclone_sdk::__private::run(session)
+                }
+            }
+
+            impl ::cyclone_sdk::__private::HibernatingGuest for $ty {
+                fn connect(
+                    request: ::cyclone_sdk::__private::HandshakeRequest,
+                ) -> ::cyclone_sdk::__private::Decision {
+                    ::cyclone_sdk::__private::decide($app(), request)
+                }
+
+                fn on_open(session: &::cyclone_sdk::__private::EventSession) {
+                    ::cyclone_sdk::__private::on_open(session)
+                }
+
+                fn on_message(
+                    session: &::cyclone_sdk::__private::EventSession,
+                    message: ::cyclone_sdk::__private::Message,
+                ) {
+                    ::cyclone_sdk::__private::on_message($app(), session, message)
+                }
+
+                fn on_pubsub(
+                    session: &::cyclone_sdk::__private::EventSession,
+                    topic: ::std::string::String,
+                    events: ::std::vec::Vec<::cyclone_sdk::__private::PubSubEvent>,
+                ) {
+                    ::cyclone_sdk::__private::on_pubsub($app(), session, topic, events)
+                }
+
+                fn on_close(
+                    session: &::cyclone_sdk::__private::EventSession,
+                    frame: ::core::option::Option<::cyclone_sdk::__private::CloseFrame>,
+                ) {
+                    ::cyclone_sdk::__private::on_close($app(), session, frame)
                 }
             }
 

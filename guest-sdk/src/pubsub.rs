@@ -130,14 +130,14 @@ impl Subscription {
     }
 }
 
-fn from_wit_event(event: wit::Event) -> Event {
+pub(crate) fn from_wit_event(event: wit::Event) -> Event {
     match event {
         wit::Event::Message(message) => Event::Message(from_wit(message)),
         wit::Event::Lagged(n) => Event::Lagged(n),
     }
 }
 
-fn from_wit(message: wit::Message) -> Message {
+pub(crate) fn from_wit(message: wit::Message) -> Message {
     Message {
         id: message.id,
         body: message.body,

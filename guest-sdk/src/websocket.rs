@@ -40,6 +40,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::bindings::cyclone::platform::websocket as wit;
+pub use crate::hibernation::{
+    AttachmentTooLarge, HibernatingHandler, HibernatingSocket, TopicError,
+};
 use crate::{HttpError, Request};
 
 /// A data message.
@@ -230,41 +233,68 @@ impl<H: WebSocketHandler> Endpoint for H {
     }
 }
 
-/// The session this instance accepted, kept from `connect` until `run`.
-pub(crate) struct Accepted {
+/// A live session this instance accepted, kept from `connect` until `run`.
+pub(crate) struct Live {
     pub(crate) endpoint: Box<dyn Endpoint>,
     pub(crate) request: Request,
 }
 
-thread_local! {
-    static ACCEPTED: std::cell::RefCell<Option<Accepted>> = const { std::cell::RefCell::new(None) };
+/// A session a handler accepted.
+#[cfg_attr(feature = "wasip3", allow(dead_code))]
+pub(crate) enum Accepted {
+    /// It runs on this instance.
+    Live(Live),
+    /// It hibernates between events.
+    Hibernating(Box<dyn crate::hibernation::HibernatingEndpoint>, Request),
 }
 
-/// The `websocket-handler` export's `connect`: routes the handshake and asks
-/// the handler; `None` accepts.
-#[cfg_attr(feature = "wasip3", allow(dead_code))]
-pub(crate) fn connect(app: crate::Application, head: wit::Request) -> Option<wit::Response> {
+thread_local! {
+    static ACCEPTED: std::cell::RefCell<Option<Live>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `live` for the `run` that follows.
+pub(crate) fn keep_accepted(live: Live) {
+    ACCEPTED.with(|slot| *slot.borrow_mut() = Some(live));
+}
+
+/// The request of a handshake's `head`, or the refusal of a malformed one.
+pub(crate) fn handshake_request(head: &wit::Request) -> Result<Request, wit::Response> {
     let mut builder = http::Request::builder()
         .method(head.method.as_str())
         .uri(head.path_with_query.as_str());
     for (name, value) in &head.headers {
         builder = builder.header(name.as_str(), value.as_slice());
     }
-    let request = match builder.body(Vec::new()) {
-        Ok(request) => Request::from_http(request),
-        Err(e) => {
-            return Some(refusal(
+    builder
+        .body(Vec::new())
+        .map(Request::from_http)
+        .map_err(|e| {
+            refusal(
                 crate::Response::text(format!("Bad Request: {e}\n"))
                     .with_status(http::StatusCode::BAD_REQUEST),
-            ));
-        }
+            )
+        })
+}
+
+/// The `websocket-handler` export's `connect`: routes the handshake and asks
+/// the handler; `None` accepts. A host that calls this one cannot keep
+/// hibernating sessions: their routes answer 501.
+#[cfg_attr(feature = "wasip3", allow(dead_code))]
+pub(crate) fn connect(app: crate::Application, head: wit::Request) -> Option<wit::Response> {
+    let request = match handshake_request(&head) {
+        Ok(request) => request,
+        Err(refusal) => return Some(refusal),
     };
     wstd::runtime::block_on(async move {
         match app.connect(request).await {
-            Ok(accepted) => {
-                ACCEPTED.with(|slot| *slot.borrow_mut() = Some(accepted));
+            Ok(Accepted::Live(live)) => {
+                keep_accepted(live);
                 None
             }
+            Ok(Accepted::Hibernating(..)) => Some(refusal(
+                crate::Response::text("This host cannot keep hibernating websocket sessions.\n")
+                    .with_status(http::StatusCode::NOT_IMPLEMENTED),
+            )),
             Err(response) => Some(refusal(response)),
         }
     })
@@ -284,7 +314,8 @@ pub(crate) fn run(session: wit::Session) {
     });
 }
 
-fn refusal(response: crate::Response) -> wit::Response {
+/// `response` as the refusal of a handshake.
+pub(crate) fn refusal(response: crate::Response) -> wit::Response {
     let status = response.status().as_u16();
     let headers = response
         .headers()

@@ -13,6 +13,7 @@ use wasmtime::{Store, StoreLimits};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
+use crate::capabilities::bindings::exports::cyclone::platform::hibernating_handler::GuestIndices as EventIndices;
 use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler::GuestIndices;
 use crate::capabilities::{AppCapabilities, HostState, linker_for};
 use crate::config::{AppConfig, Route, ServerConfig};
@@ -132,6 +133,9 @@ pub struct Version {
 pub struct WebSocketExport {
     /// Where `connect` and `run` are in an instance.
     pub indices: GuestIndices,
+    /// Where the hibernating handler's functions are, when the component
+    /// exports `cyclone:platform/hibernating-handler` too.
+    pub events: Option<EventIndices>,
     /// The largest message either side may send, in bytes.
     pub max_message: usize,
     /// Other origins whose pages may open sessions, lowercase, without a
@@ -160,6 +164,7 @@ impl App {
             .flatten()
             .map(|indices| WebSocketExport {
                 indices,
+                events: EventIndices::new(&instance_pre).ok(),
                 max_message: config.websocket_max_message_bytes(),
                 allowed_origins: config
                     .websocket_allowed_origins
@@ -354,12 +359,13 @@ pub struct TimedOut(pub Duration);
 
 /// Where a route leads: its app, and the route's own instance cap if it
 /// has one; or, for a route of the app's `static` table, its files.
+#[derive(Clone)]
 pub struct Target {
     /// The app that serves the route.
     pub app: Arc<App>,
     admission: Option<Arc<Admission>>,
     /// The folder the host serves at this route, without an instance.
-    pub files: Option<crate::static_files::StaticFiles>,
+    pub files: Option<Arc<crate::static_files::StaticFiles>>,
 }
 
 impl Target {
@@ -377,7 +383,7 @@ impl Target {
         Self {
             app,
             admission: None,
-            files: Some(files),
+            files: Some(Arc::new(files)),
         }
     }
 
@@ -459,6 +465,22 @@ impl Instances {
                 tracing::warn!(request = id, app = %name, "503: {refused}");
                 Err(Box::new(unavailable()))
             }
+        }
+    }
+
+    /// Takes an instance permit for a hibernating session's event on
+    /// `target`, in the same order as [`Instances::admit`], waiting as long
+    /// as it takes: the event's message has been read already, and each
+    /// session has at most one event waiting.
+    pub(crate) async fn admit_patiently(&self, target: &Target) -> Permits {
+        let gate = async |gate: &Option<Arc<Admission>>| match gate {
+            Some(gate) => Some(gate.admit_patiently().await),
+            None => None,
+        };
+        Permits {
+            _route: gate(&target.admission).await,
+            _app: gate(&target.app.admission).await,
+            _shared: self.admission.admit_patiently().await,
         }
     }
 

@@ -5,6 +5,7 @@
 //! which swaps it whole when a version goes live.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::body::Incoming;
@@ -21,7 +22,7 @@ use crate::{http, websocket};
 pub struct Dispatcher {
     /// The live route table; a deploy swaps it whole.
     routes: Routes,
-    instances: Instances,
+    instances: Arc<Instances>,
     bodies: BodyBuffer,
     next_request_id: AtomicU64,
     sessions: websocket::Sessions,
@@ -32,7 +33,7 @@ impl Dispatcher {
     pub fn new(routes: Routes, server: &ServerConfig) -> Self {
         Self {
             routes,
-            instances: Instances::new(server),
+            instances: Arc::new(Instances::new(server)),
             bodies: BodyBuffer::new(server),
             next_request_id: AtomicU64::new(1),
             sessions: websocket::Sessions::default(),

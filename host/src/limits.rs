@@ -147,6 +147,24 @@ impl Admission {
         }
     }
 
+    /// A permit, waiting for one as long as it takes (counted as queued
+    /// meanwhile), whatever the queue's length and timeout.
+    pub async fn admit_patiently(&self) -> OwnedSemaphorePermit {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return permit;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if let Some(gauge) = &self.gauge {
+            gauge.inc();
+        }
+        let _slot = QueueSlot(self);
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the gate's semaphore is never closed")
+    }
+
     /// Takes a permit if one is free, without queueing.
     pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().try_acquire_owned().ok()

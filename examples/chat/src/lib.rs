@@ -11,7 +11,9 @@
 //!   the next one (at most [`POLL_WAIT`], then answers an empty list).
 //! - `/chatsocket`: a websocket; a text frame posts its text as a message,
 //!   and every message of the room arrives as a text frame holding its JSON,
-//!   starting with the kept ones.
+//!   starting with the kept ones. Sessions hibernate: between messages no
+//!   instance is alive, and the host itself writes each new message of the
+//!   room to every socket.
 //!
 //! The room's messages live in the key-value store `default`, so they
 //! survive restarts (SQLite beside the manifest with `cyclone.toml`; Redis,
@@ -27,8 +29,8 @@ use std::time::Duration;
 
 use cyclone_sdk::kv::{self, Store};
 use cyclone_sdk::pubsub::{self, Event};
-use cyclone_sdk::time::{Either, select, timeout};
-use cyclone_sdk::websocket::{Message as Frame, WebSocket, WebSocketHandler};
+use cyclone_sdk::time::timeout;
+use cyclone_sdk::websocket::{HibernatingHandler, HibernatingSocket, Message as Frame};
 use cyclone_sdk::{Application, HttpError, Request, Response};
 use serde_json::{Value, json};
 
@@ -233,7 +235,7 @@ struct ChatSocket;
 
 impl ChatSocket {
     /// Sends `messages` the client has not had; false once it is gone.
-    async fn send(ws: &mut WebSocket, messages: Vec<Posted>, last_sent: &mut u64) -> bool {
+    async fn send(ws: &HibernatingSocket, messages: Vec<Posted>, last_sent: &mut u64) -> bool {
         for message in messages {
             if message.id <= *last_sent {
                 continue;
@@ -253,10 +255,51 @@ impl ChatSocket {
             Vec::new()
         })
     }
+
+    /// The number of the last message the client has: the session keeps
+    /// what this guest sent in its attachment, and the host knows what it
+    /// forwarded itself.
+    fn last_sent(ws: &HibernatingSocket) -> u64 {
+        let forwarded = ws
+            .last_forwarded(ROOM)
+            .and_then(|message| Posted::parse(&message.body))
+            .map_or(0, |posted| posted.id);
+        ws.state::<u64>().max(forwarded)
+    }
 }
 
-impl WebSocketHandler for ChatSocket {
-    async fn run(&mut self, mut ws: WebSocket, _req: &mut Request) {
+impl HibernatingHandler for ChatSocket {
+    async fn open(&mut self, ws: &HibernatingSocket, _req: &mut Request) {
+        let room = match Room::open() {
+            Ok(room) => room,
+            Err(e) => {
+                eprintln!("cannot open the room's store: {e}");
+                ws.close(1000, "").await;
+                return;
+            }
+        };
+        // Forwarding starts before the kept messages are read, so nothing
+        // published in between is lost; what arrives meanwhile comes to
+        // `on_pubsub` first, which skips what this sent already.
+        if let Err(e) = ws.forward(ROOM) {
+            eprintln!("cannot follow the room: {e}");
+        }
+        let mut last_sent = 0;
+        let kept = room.after(None).unwrap_or_default();
+        Self::send(ws, kept, &mut last_sent).await;
+        let _ = ws.set_state(&last_sent);
+    }
+
+    async fn on_message(&mut self, _ws: &HibernatingSocket, message: Frame) {
+        if let Frame::Text(text) = message
+            && !text.trim().is_empty()
+            && let Err(e) = Room::open().and_then(|room| room.post(&text))
+        {
+            eprintln!("message not posted: {e}");
+        }
+    }
+
+    async fn on_pubsub(&mut self, ws: &HibernatingSocket, _topic: &str, events: Vec<Event>) {
         let room = match Room::open() {
             Ok(room) => room,
             Err(e) => {
@@ -264,37 +307,23 @@ impl WebSocketHandler for ChatSocket {
                 return;
             }
         };
-        let mut live = pubsub::subscribe(ROOM);
-        let mut last_sent = 0;
-        let kept = room.after(None).unwrap_or_default();
-        if !Self::send(&mut ws, kept, &mut last_sent).await {
-            return;
-        }
-        loop {
-            let delivered = match select(ws.recv(), live.next()).await {
-                Either::Left(Some(Frame::Text(text))) => {
-                    if !text.trim().is_empty()
-                        && let Err(e) = room.post(&text)
-                    {
-                        eprintln!("message not posted: {e}");
-                    }
-                    continue;
-                }
-                Either::Left(Some(Frame::Binary(_))) => continue,
-                Either::Left(None) => return,
-                Either::Right(Event::Message(message)) => match Posted::parse(&message.body) {
+        let mut last_sent = Self::last_sent(ws);
+        for event in events {
+            let delivered = match event {
+                Event::Message(message) => match Posted::parse(&message.body) {
                     Some(posted) if posted.id <= last_sent + 1 => vec![posted],
                     _ => Self::missed(&room, last_sent),
                 },
-                Either::Right(Event::Lagged(n)) => {
+                Event::Lagged(n) => {
                     eprintln!("a websocket client fell {n} messages behind; catching up");
                     Self::missed(&room, last_sent)
                 }
             };
-            if !Self::send(&mut ws, delivered, &mut last_sent).await {
-                return;
+            if !Self::send(ws, delivered, &mut last_sent).await {
+                break;
             }
         }
+        let _ = ws.set_state(&last_sent);
     }
 }
 
@@ -305,5 +334,5 @@ fn app() -> Application {
         .get("/", page)
         .post("/a/message/new", new_message)
         .post("/a/message/updates", updates)
-        .websocket("/chatsocket", ChatSocket)
+        .hibernating("/chatsocket", ChatSocket)
 }

@@ -12,6 +12,7 @@
 
 pub(crate) mod bindings;
 mod guest_log;
+pub(crate) mod hibernation;
 mod key_value;
 pub mod outbound;
 pub(crate) mod pubsub;
@@ -125,6 +126,22 @@ impl HostState {
         session: websocket::Session,
     ) -> wasmtime::Result<wasmtime::component::Resource<websocket::Session>> {
         Ok(self.table.push(session)?)
+    }
+
+    /// Lends `session` to the guest for one hibernating event.
+    pub fn push_event_session(
+        &mut self,
+        session: hibernation::EventSession,
+    ) -> wasmtime::Result<wasmtime::component::Resource<hibernation::EventSession>> {
+        Ok(self.table.push(session)?)
+    }
+
+    /// Takes back the session lent with [`HostState::push_event_session`].
+    pub fn take_event_session(
+        &mut self,
+        session: wasmtime::component::Resource<hibernation::EventSession>,
+    ) -> wasmtime::Result<hibernation::EventSession> {
+        Ok(self.table.delete(session)?)
     }
 }
 
@@ -256,6 +273,10 @@ pub fn linker_for(
         )?;
     }
     bindings::cyclone::platform::websocket::add_to_linker::<_, HasSelf<HostState>>(
+        &mut linker,
+        |state| state,
+    )?;
+    bindings::cyclone::platform::hibernation::add_to_linker::<_, HasSelf<HostState>>(
         &mut linker,
         |state| state,
     )?;

@@ -104,6 +104,20 @@ pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     }
 }
 
+/// The close frame a guest asks for: `code` must be one a peer may send,
+/// and `reason` is cut to 123 bytes (on a character boundary).
+pub(crate) fn close_frame_checked(code: u16, reason: &str) -> Result<CloseFrame, String> {
+    let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !sendable {
+        return Err(format!("{code} is not a close code a session may send"));
+    }
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Ok(close_frame(CloseCode::from(code), &reason[..end]))
+}
+
 /// What the peer sent, as the guest receives it.
 #[derive(Clone)]
 pub enum PeerEvent {
@@ -213,18 +227,10 @@ impl Session {
 
     /// Starts the closing handshake. Fails for a code a peer may not send.
     pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), String> {
-        let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
-        if !sendable {
-            return Err(format!("{code} is not a close code a session may send"));
-        }
+        let frame = close_frame_checked(code, reason)?;
         if std::mem::replace(&mut self.closing, true) {
             return Ok(());
         }
-        let mut end = reason.len().min(123);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        let frame = close_frame(CloseCode::from(code), &reason[..end]);
         let _ = self.outgoing.send(Box::new(Outgoing::Close(frame))).await;
         Ok(())
     }

@@ -30,6 +30,7 @@
 //! memory cap applies to the session's instance.
 
 mod handshake;
+mod hibernate;
 mod pump;
 mod session;
 
@@ -91,7 +92,7 @@ pub fn is_upgrade(req: &hyper::Request<Incoming>) -> bool {
 /// Serves an upgrade request on `target`'s app, which serves sessions: the
 /// handshake, the guest's decision, then (in its own task) the session.
 pub(crate) async fn handle(
-    instances: &Instances,
+    instances: &Arc<Instances>,
     sessions: &Sessions,
     target: &Target,
     mut req: hyper::Request<Incoming>,
@@ -136,7 +137,8 @@ pub(crate) async fn handle(
     let going_away = sessions.going_away.subscribe();
     crate::app::spawn_guest(store, |store| {
         session::live(session::Opening {
-            app,
+            target: target.clone(),
+            instances: instances.clone(),
             store,
             request,
             decided,
@@ -147,8 +149,9 @@ pub(crate) async fn handle(
         })
     });
     match decision.await {
-        Ok(Decision::Accept) => {
-            tracing::info!(request = id, app = %name, "websocket session opened");
+        Ok(Decision::Accept { hibernate }) => {
+            let kind = if hibernate { " (hibernating)" } else { "" };
+            tracing::info!(request = id, app = %name, "websocket session opened{kind}");
             let label = crate::metrics::App {
                 app: name.to_string(),
             };

@@ -21,10 +21,10 @@ use crate::capabilities::websocket::{Outgoing, PeerEvent, close_frame};
 pub(crate) type Connection = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// How long the closing handshake may take before the connection is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one frame may take to write before the peer counts as gone,
 /// when pings are off.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The connection's read buffer; it grows only for a bigger frame.
 const READ_BUFFER: usize = 1 << 10;
 /// Room in the write buffer beyond one message of the app's cap: frame
@@ -177,15 +177,7 @@ pub(crate) async fn pump(
                     Some(Err(e @ (tungstenite::Error::Capacity(_)
                         | tungstenite::Error::Protocol(_)
                         | tungstenite::Error::Utf8(_)))) => {
-                        let (frame, ending) = match e {
-                            tungstenite::Error::Capacity(_) => {
-                                (close_frame(CloseCode::Size, "message too big"), Ending::TooBig)
-                            }
-                            tungstenite::Error::Utf8(_) => {
-                                (close_frame(CloseCode::Invalid, "invalid UTF-8"), Ending::ProtocolError)
-                            }
-                            _ => (close_frame(CloseCode::Protocol, "protocol error"), Ending::ProtocolError),
-                        };
+                        let (frame, ending) = error_close(&e);
                         if let Some(permit) = permit {
                             permit.send(Box::new(PeerEvent::Closed(Some(frame.clone()))));
                         }
@@ -220,6 +212,26 @@ pub(crate) async fn pump(
     }
 }
 
+/// The close frame for a peer's message over the cap (1009), text that is
+/// not UTF-8 (1007) or another protocol error (1002), and how the session
+/// ended.
+pub(crate) fn error_close(e: &tungstenite::Error) -> (CloseFrame, Ending) {
+    match e {
+        tungstenite::Error::Capacity(_) => (
+            close_frame(CloseCode::Size, "message too big"),
+            Ending::TooBig,
+        ),
+        tungstenite::Error::Utf8(_) => (
+            close_frame(CloseCode::Invalid, "invalid UTF-8"),
+            Ending::ProtocolError,
+        ),
+        _ => (
+            close_frame(CloseCode::Protocol, "protocol error"),
+            Ending::ProtocolError,
+        ),
+    }
+}
+
 /// Ends a connection whose peer broke the protocol or the size limit: sends
 /// `frame`, then closes the write side, so the peer learns at once that the
 /// connection is over, and reads and drops what it still sends (the rest of
@@ -229,7 +241,7 @@ pub(crate) async fn pump(
 ///
 /// The frame is written raw: after a read error tungstenite's own state may
 /// refuse to write.
-async fn close_after_error(ws: Connection, frame: CloseFrame) {
+pub(crate) async fn close_after_error(ws: Connection, frame: CloseFrame) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut io = ws.into_inner();
     let deadline = Instant::now() + CLOSE_TIMEOUT;

@@ -14,10 +14,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wasmtime::Store;
 
 use super::handshake::refusal_response;
+use super::hibernate::Kept;
 use super::pump::{Connection, pump};
-use crate::app::{App, Permits};
+use crate::app::{App, Instances, Permits, Target};
 use crate::capabilities::HostState;
 use crate::capabilities::bindings::cyclone::platform::websocket as wit;
+use crate::capabilities::bindings::exports::cyclone::platform::hibernating_handler::{
+    Decision as EventDecision, Guest as EventGuest,
+};
 use crate::capabilities::bindings::exports::cyclone::platform::websocket_handler::Guest;
 use crate::capabilities::websocket::{Session, close_frame};
 use crate::drain::Open;
@@ -29,7 +33,8 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A session from its handshake on: what its task holds.
 pub(crate) struct Opening {
-    pub(crate) app: Arc<App>,
+    pub(crate) target: Target,
+    pub(crate) instances: Arc<Instances>,
     pub(crate) store: Store<HostState>,
     pub(crate) request: wit::Request,
     pub(crate) decided: oneshot::Sender<Decision>,
@@ -46,16 +51,21 @@ pub(crate) struct Opening {
 /// session.
 pub(crate) async fn live(opening: Opening) {
     let Opening {
-        app,
+        target,
+        instances,
         store,
         request,
         decided,
         on_upgrade,
         going_away,
         id,
-        held: _held,
+        held,
     } = opening;
-    let Some((store, guest)) = connect(&app, store, request, decided, id).await else {
+    let app = target.app.clone();
+    // Boxed: `connect` is done before the session runs; inline, this task
+    // would keep room for it for as long as the session lives.
+    let decision = Box::pin(connect(&app, store, request, decided, id));
+    let Some((store, accepted)) = decision.await else {
         return;
     };
     let upgraded = match on_upgrade.await {
@@ -74,41 +84,80 @@ pub(crate) async fn live(opening: Opening) {
         Some(super::pump::config(export)),
     )
     .await;
-    run(&app, store, guest, ws, going_away, id).await;
+    match accepted {
+        Accepted::Live(guest) => {
+            run(&app, store, guest, ws, going_away, id).await;
+            drop(held);
+        }
+        Accepted::Hibernate(opened) => {
+            let (guest, path) = *opened;
+            // Boxed: this task's future must not keep room for a
+            // hibernating session's opening, which it never runs.
+            let kept = Kept::new(target, instances, id, &path, export.ping);
+            Box::pin(kept.open(store, guest, ws, going_away, held)).await;
+        }
+    }
+}
+
+/// How an accepted session is served.
+enum Accepted {
+    /// `run` owns it on the instance that accepted it.
+    Live(Guest),
+    /// The host keeps it, and runs the guest per event.
+    /// The host keeps it, and runs the guest per event; the path it was
+    /// opened at.
+    Hibernate(Box<(EventGuest, String)>),
 }
 
 /// The guest's answer to a handshake.
 pub(crate) enum Decision {
-    /// Open the session.
-    Accept,
+    /// Open the session, hibernating or live.
+    Accept { hibernate: bool },
     /// Answer with this instead: the guest's refusal or a failure.
     Answer(Response),
 }
 
-/// Instantiates the guest and calls its `connect`; sends the decision.
-/// Returns the store and the guest's exports when the session is accepted.
+/// Instantiates the guest and calls its `connect` (the hibernating
+/// handler's when the component has one); sends the decision. Returns the
+/// store and how to serve the session when it is accepted.
 async fn connect(
     app: &App,
     mut store: Store<HostState>,
     request: wit::Request,
     decided: oneshot::Sender<Decision>,
     id: u64,
-) -> Option<(Store<HostState>, Guest)> {
+) -> Option<(Store<HostState>, Accepted)> {
     let export = app.websocket()?;
     let result = app
         .within_timeout(async {
             let instance = app.instantiate(&mut store).await?;
-            let guest = export.indices.load(&mut store, &instance)?;
-            let refusal = guest.call_connect(&mut store, &request).await?;
-            wasmtime::Result::Ok((guest, refusal))
+            let Some(events) = &export.events else {
+                let guest = export.indices.load(&mut store, &instance)?;
+                return Ok(match guest.call_connect(&mut store, &request).await? {
+                    None => Ok(Accepted::Live(guest)),
+                    Some(refusal) => Err(refusal),
+                });
+            };
+            let guest = events.load(&mut store, &instance)?;
+            wasmtime::Result::Ok(match guest.call_connect(&mut store, &request).await? {
+                EventDecision::Refuse(refusal) => Err(refusal),
+                EventDecision::Live => {
+                    Ok(Accepted::Live(export.indices.load(&mut store, &instance)?))
+                }
+                EventDecision::Hibernate => {
+                    let path = request.path_with_query.split('?').next().unwrap_or("/");
+                    Ok(Accepted::Hibernate(Box::new((guest, path.to_owned()))))
+                }
+            })
         })
         .await;
     match result {
-        Ok((guest, None)) => {
-            decided.send(Decision::Accept).ok()?;
-            Some((store, guest))
+        Ok(Ok(accepted)) => {
+            let hibernate = matches!(accepted, Accepted::Hibernate(_));
+            decided.send(Decision::Accept { hibernate }).ok()?;
+            Some((store, accepted))
         }
-        Ok((_, Some(refusal))) => {
+        Ok(Err(refusal)) => {
             tracing::info!(request = id, app = %app.name(), "{}: websocket refused by the guest", refusal.status);
             let _ = decided.send(Decision::Answer(refusal_response(refusal)));
             None
@@ -204,7 +253,8 @@ mod tests {
         let size = returned_size(live);
         println!("session::live: {size} bytes");
         // 3.2 KiB before wasmtime was built with component-model-async (see
-        // `http::tests::the_guest_task_stays_small`).
-        assert!(size <= 4352, "session::live's future is {size} bytes");
+        // `http::tests::the_guest_task_stays_small`); 4,352 before a session
+        // could hibernate (the route's gate and the instances, for events).
+        assert!(size <= 4480, "session::live's future is {size} bytes");
     }
 }

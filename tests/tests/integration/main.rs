@@ -13,6 +13,7 @@ mod chat_p3;
 mod deploy;
 mod dev;
 mod hardening;
+mod hibernation;
 mod limits;
 mod outbound;
 mod scale_out;

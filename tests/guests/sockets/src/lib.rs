@@ -18,10 +18,23 @@
 //! - `/lag?n=N`: subscribes to `lag`, publishes N messages without reading,
 //!   then answers what the subscription delivers first (`lagged K` or
 //!   `message ID`).
+//! - `/h/{name}`: a hibernating session (refused with 401 when the query is
+//!   `refuse`). It opens with `opened N`, N counting the events this
+//!   instance ran (always 1: each event has a fresh instance). Text
+//!   messages: `count` adds one to a counter kept in the attachment and
+//!   answers `count C (event N)`; `sub T`, `fwd T` and `unsub T` subscribe,
+//!   forward or drop topic T and answer `ok` or the error; `last T` answers
+//!   the last message forwarded on T; `keep N` sets an N-byte attachment and
+//!   answers `kept` or the error; `size` answers the attachment's length;
+//!   `close CODE REASON`, `panic` and `spin MS` as on `/echo`; anything else
+//!   comes back. Events of subscribed topics are sent as `T ID BODY` or
+//!   `T lagged N`. The close handler prints `h closed NAME: FRAME count C`.
 
 use cyclone_sdk::pubsub::{self, Event};
 use cyclone_sdk::time::{Either, select};
-use cyclone_sdk::websocket::{CloseFrame, Message, WebSocket, WebSocketHandler};
+use cyclone_sdk::websocket::{
+    CloseFrame, HibernatingHandler, HibernatingSocket, Message, WebSocket, WebSocketHandler,
+};
 use cyclone_sdk::{Application, HttpError, Request, Response};
 
 /// Echoes, in Tornado's callback style.
@@ -121,6 +134,120 @@ impl WebSocketHandler for Private {
     }
 }
 
+/// Events this instance has run: each hibernating event has a fresh one.
+static EVENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A hibernating session whose state lives in its attachment.
+struct Hibernating;
+
+impl Hibernating {
+    /// Counts this event; how many this instance has run.
+    fn event() -> u32 {
+        EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// The counter kept in the attachment (its first 8 bytes).
+    fn count(ws: &HibernatingSocket) -> u64 {
+        let bytes = ws.attachment();
+        bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+}
+
+impl HibernatingHandler for Hibernating {
+    async fn connect(&mut self, req: &mut Request) -> Result<(), HttpError> {
+        match req.query() {
+            Some("refuse") => Err(HttpError::unauthorized("refused")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn open(&mut self, ws: &HibernatingSocket, _req: &mut Request) {
+        let _ = ws.send(format!("opened {}", Self::event())).await;
+    }
+
+    async fn on_message(&mut self, ws: &HibernatingSocket, message: Message) {
+        let event = Self::event();
+        let Message::Text(text) = message else {
+            let _ = ws.send(message).await;
+            return;
+        };
+        let (word, rest) = text.split_once(' ').unwrap_or((&text, ""));
+        let answer = match word {
+            "count" => {
+                let count = Self::count(ws) + 1;
+                let mut bytes = ws.attachment();
+                bytes.resize(bytes.len().max(8), 0);
+                bytes[..8].copy_from_slice(&count.to_le_bytes());
+                let _ = ws.set_attachment(bytes);
+                format!("count {count} (event {event})")
+            }
+            "sub" => ws
+                .subscribe(rest)
+                .map_or_else(|e| e.to_string(), |()| "ok".into()),
+            "fwd" => ws
+                .forward(rest)
+                .map_or_else(|e| e.to_string(), |()| "ok".into()),
+            "unsub" => {
+                ws.unsubscribe(rest);
+                "ok".into()
+            }
+            "last" => match ws.last_forwarded(rest) {
+                Some(m) => format!("last {} {}", m.id, m.text().unwrap_or_default()),
+                None => "none".into(),
+            },
+            "keep" => {
+                let n: usize = rest.parse().unwrap_or(0);
+                ws.set_attachment(vec![b'k'; n])
+                    .map_or_else(|e| e.to_string(), |()| "kept".into())
+            }
+            "size" => ws.attachment().len().to_string(),
+            "panic" => panic!("the hibernating session was asked to panic"),
+            "spin" => {
+                let ms: u64 = rest.parse().unwrap_or(0);
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                let mut x = 1u64;
+                while std::time::Instant::now() < until {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                format!("spun {ms} ({})", x % 2)
+            }
+            "close" => {
+                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                ws.close(code.parse().unwrap_or(1000), reason).await;
+                return;
+            }
+            _ => text.clone(),
+        };
+        let _ = ws.send(answer).await;
+    }
+
+    async fn on_pubsub(&mut self, ws: &HibernatingSocket, topic: &str, events: Vec<Event>) {
+        for event in events {
+            let line = match event {
+                Event::Message(m) => format!("{topic} {} {}", m.id, m.text().unwrap_or_default()),
+                Event::Lagged(n) => format!("{topic} lagged {n}"),
+            };
+            if ws.send(line).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn on_close(&mut self, ws: &HibernatingSocket, frame: Option<&CloseFrame>) {
+        let frame = frame.map_or("none".to_owned(), |f| format!("{} {}", f.code, f.reason));
+        let sent = ws.send("too late").await.is_ok();
+        println!(
+            "h closed {}: {frame} count {} (send {})",
+            ws.path(),
+            Self::count(ws),
+            if sent { "went out" } else { "refused" }
+        );
+    }
+}
+
 async fn plain(_req: &mut Request) -> Response {
     Response::text("plain HTTP")
 }
@@ -186,6 +313,7 @@ fn app() -> Application {
         .websocket("/echo", Echo)
         .websocket("/room", Room)
         .websocket("/private", Private)
+        .hibernating("/h/{name}", Hibernating)
         .get("/plain", plain)
         .get("/lag", lag)
         .get("/{app}/publish", publish)
