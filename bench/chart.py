@@ -41,6 +41,10 @@ PANELS = {
         (0, ["server"], ["server CPU"], "server CPU for the run (s)"),
         (0, ["server"], ["echo p50", "echo p99"], "echo latency (ms)"),
     ],
+    "websocket-idle": [
+        (0, ["server"], ["RSS per session"], "RSS per idle chat session (KiB)"),
+        (0, ["server"], ["delivery p50", "p99", "max"], "one post to every session (ms)"),
+    ],
     "kv": [
         (0, ["server and route"], ["req/s"], "requests/s (median)"),
         (0, ["server and route"], ["p50", "p99"], "latency (ms)"),

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Websocket sessions: N sessions open at once on one host, each sending a
-# message every INTERVAL_MS and awaiting its echo for DURATION_SECS, against
-# cyclone (examples/echo, one instance per session) and
-# Tornado (a WebSocketHandler echo), one after the other in the same run.
-# Counts sessions opened, echoes and errors, echo latency, and the server's
-# peak RSS. Writes the table to bench/RESULTS.md (between the "websocket"
-# markers) and prints it.
+# Websocket sessions, two tables.
 #
-# Usage: bench/websocket.sh      (env: SESSIONS=10000 INTERVAL_MS=3000 DURATION_SECS=30)
+# "websocket": N sessions open at once on one host, each sending a message
+# every INTERVAL_MS and awaiting its echo for DURATION_SECS, against cyclone
+# (examples/echo: /echo, one instance per session, and /hibernating, an
+# instance per message) and Tornado (a WebSocketHandler echo), one after the
+# other in the same run. Counts sessions opened, echoes and errors, echo
+# latency, server CPU and the server's peak RSS.
+#
+# "websocket-idle": IDLE_SESSIONS chat sessions open at once and idle on one
+# host, then one post fanned out to all of them, against cyclone
+# (examples/chat, whose sessions hibernate) and Tornado's websocket chat
+# demo (bench/tornado/chat.py). Memory per idle session, and delivery
+# latency of the post.
+#
+# Writes both tables to bench/RESULTS.md and prints them.
+#
+# Usage: bench/websocket.sh      (env: SESSIONS=10000 INTERVAL_MS=3000 DURATION_SECS=30 IDLE_SESSIONS=15000)
 # Needs python3 (Tornado is installed with pip when missing). Past ~10,000
-# sessions cyclone needs a larger vm.max_map_count (it says so at start-up).
+# live sessions cyclone needs a larger vm.max_map_count (it says so at start-up).
 set -euo pipefail
 
 SESSIONS=${SESSIONS:-10000}
 INTERVAL_MS=${INTERVAL_MS:-3000}
 DURATION_SECS=${DURATION_SECS:-30}
+IDLE_SESSIONS=${IDLE_SESSIONS:-15000}
 
 source "$(dirname "$0")/lib.sh"
 python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornado
@@ -36,14 +46,18 @@ start() {
 
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
-for name in cyclone tornado; do
+for name in cyclone cyclone-hibernating tornado; do
     port=$(free_port)
-    start "$name" "$port"
+    path=/echo
+    case $name in
+        cyclone-hibernating) start cyclone "$port"; path=/hibernating ;;
+        *) start "$name" "$port" ;;
+    esac
     base=$(kib "$server_pid" VmRSS)
     cpu0=$(cpu_ticks "$server_pid")
     watch_memory "$server_pid" "$work/$name.memory" &
     watcher=$!
-    line=$("$root/target/release/wsload" --url "ws://127.0.0.1:$port/echo" --sessions "$SESSIONS" \
+    line=$("$root/target/release/wsload" --url "ws://127.0.0.1:$port$path" --sessions "$SESSIONS" \
         --interval-ms "$INTERVAL_MS" --duration-secs "$DURATION_SECS")
     peak=$(kib "$server_pid" VmHWM)
     cpu=$(( $(cpu_ticks "$server_pid") - cpu0 ))
@@ -70,6 +84,62 @@ for line in open(sys.argv[1]):
 PY
 )
 header="$SESSIONS websocket sessions open at once, each sending a text message every $INTERVAL_MS ms (phases spread evenly) and awaiting its echo, for $DURATION_SECS s: $(machine_line bench/websocket.sh).
-Client: \`bench/loadgen\`'s \`wsload\` (tokio-tungstenite) on the same machine, 256 handshakes in flight while opening, 10 s timeout per handshake and per echo. Peak RSS is the server's VmHWM; RSS per session divides its growth over the idle server by $SESSIONS. PSS is sampled once a second from \`/proc/PID/smaps_rollup\`: it counts a page shared by many mappings once, where RSS counts it once per mapping — in cyclone each instance maps its component's data pages (read-only ones shared by all instances, and the kernel maps a fault's neighbouring pages too), so RSS overstates what the instances cost. cyclone runs \`examples/echo\` (a cyclone-sdk \`WebSocketHandler\` looping on \`recv\` and \`send\`, one instance per session, 16 MiB memory cap), logging at \`warn\`. Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, a \`WebSocketHandler\` that writes every message back. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
+Client: \`bench/loadgen\`'s \`wsload\` (tokio-tungstenite) on the same machine, 256 handshakes in flight while opening, 10 s timeout per handshake and per echo. Peak RSS is the server's VmHWM; RSS per session divides its growth over the idle server by $SESSIONS. PSS is sampled once a second from \`/proc/PID/smaps_rollup\`: it counts a page shared by many mappings once, where RSS counts it once per mapping — in cyclone each instance maps its component's data pages (read-only ones shared by all instances, and the kernel maps a fault's neighbouring pages too), so RSS overstates what the instances cost. cyclone runs \`examples/echo\`, logging at \`warn\`: \`cyclone\` is its \`/echo\` (a cyclone-sdk \`WebSocketHandler\` looping on \`recv\` and \`send\`, one instance per session, 16 MiB memory cap), \`cyclone-hibernating\` its \`/hibernating\` (a \`HibernatingHandler\` whose \`on_message\` sends the message back: no instance between messages, a fresh one for each). Tornado $(python3 -c 'import tornado; print(tornado.version)'), one process, a \`WebSocketHandler\` that writes every message back. vm.max_map_count = $(cat /proc/sys/vm/max_map_count)."
 write_section websocket "WebSocket sessions" "$header" "$table"
 echo "$table"
+
+# The idle chat sessions and the fan-out.
+cargo build --quiet --profile guest --target wasm32-wasip2 -p chat
+cat >"$work/chat.toml" <<EOF
+[server]
+max_instances = 4200
+data_dir = "$work/chat-data"
+
+[apps.chat]
+component = "$root/target/wasm32-wasip2/guest/chat.wasm"
+routes = ["/...", { route = "/chatsocket", max_instances = 64 }]
+websocket_max_message_kb = 64
+key_value_stores = ["default"]
+EOF
+: >"$work/idle"
+for name in cyclone tornado; do
+    port=$(free_port)
+    case $name in
+        cyclone) CYCLONE_LOG=warn exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/chat.toml" ;;
+        tornado) exec python3 "$root/bench/tornado/chat.py" "$port" ;;
+    esac >"$work/$name-chat.log" 2>&1 &
+    server_pid=$!
+    wait_url "http://127.0.0.1:$port/"
+    # Warm up: sessions opened, sent a post and closed, so what the first
+    # ones touch (pool slots, buffers) is in the idle figure, not in the
+    # per-session one.
+    "$root/target/release/fanout" --ws "ws://127.0.0.1:$port/chatsocket" --sessions 300 \
+        --post "http://127.0.0.1:$port/a/message/new" >/dev/null
+    sleep 2
+    base=$(kib "$server_pid" VmRSS)
+    line=$("$root/target/release/fanout" --ws "ws://127.0.0.1:$port/chatsocket" --sessions "$IDLE_SESSIONS" \
+        --post "http://127.0.0.1:$port/a/message/new" --settle-secs 5 --pid "$server_pid" --timeout-secs 60)
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+    echo "$name $base $line" | tee -a "$work/idle" >&2
+done
+
+idle_table=$(python3 - "$work/idle" "$IDLE_SESSIONS" <<'PY'
+import sys
+sessions = int(sys.argv[2])
+print("| server | sessions opened | open errors | RSS idle server | RSS with the sessions idle | RSS per session | delivered | missed | delivery p50 | p99 | max |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for line in open(sys.argv[1]):
+    name, base, rest = line.split(maxsplit=2)
+    f = dict(kv.split("=", 1) for kv in rest.split() if "=" in kv)
+    rss = int(f["rss_kib"])
+    per = (rss - int(base)) / sessions
+    errors = f" ({f['open_error_kinds'].strip('[]')})" if f["open_error_kinds"].strip("[]") else ""
+    missed = f" ({f['missed_kinds'].strip('[]')})" if f["missed_kinds"].strip("[]") else ""
+    print(f"| {name} | {int(f['opened']):,} | {int(f['open_errors']):,}{errors} | {int(base)/1024:,.0f} MiB | {rss/1024:,.0f} MiB "
+          f"| {per:,.1f} KiB | {int(f['delivered']):,} | {int(f['missed']):,}{missed} | {f['p50_ms']} ms | {f['p99_ms']} ms | {f['max_ms']} ms |")
+PY
+)
+idle_header="$IDLE_SESSIONS chat sessions open at once and idle, then one message posted and fanned out to all of them: $(machine_line bench/websocket.sh).
+Client: \`bench/loadgen\`'s \`fanout\`, 256 handshakes in flight while opening; it reads each session's kept messages, waits 5 s once all are open, reads the server's VmRSS (\`RSS with the sessions idle\`), then posts one message and times its arrival at every session from just before the POST. The idle server's RSS is read after a warm-up of 300 sessions opened, sent a post and closed; RSS per session divides the difference by $IDLE_SESSIONS. cyclone serves \`examples/chat\` (SQLite store, in-process pub/sub, logging at \`warn\`): its \`/chatsocket\` sessions hibernate and forward the room's topic, so the host writes the post to every socket without running a guest; opening runs \`connect\` and \`open\` in an instance (the route capped at 64 at once). Tornado $(python3 -c 'import tornado; print(tornado.version)'): its websocket chat demo (\`bench/tornado/chat.py\`), one process, a \`WebSocketHandler\` per session in a set that the post writes to."
+write_section websocket-idle "Idle chat sessions and fan-out" "$idle_header" "$idle_table"
+echo "$idle_table"

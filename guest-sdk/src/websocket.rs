@@ -35,6 +35,10 @@
 //! `websocket_max_message_kb` (1009). When `run` returns the host closes the
 //! session with 1000 (or the code given to [`WebSocket::close`]); if the
 //! instance traps, with 1011. Other sessions are unaffected either way.
+//!
+//! A session that mostly waits can hibernate instead: route it with
+//! [`Application::hibernating`](crate::Application::hibernating) to a
+//! [`HibernatingHandler`], and no instance is alive between its events.
 
 use std::future::Future;
 use std::pin::Pin;

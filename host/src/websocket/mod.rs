@@ -28,6 +28,12 @@
 //! Limits: `timeout_ms` bounds `connect` only, never a session; the CPU
 //! budget applies to the work between two events the guest receives; the
 //! memory cap applies to the session's instance.
+//!
+//! A component that also exports `cyclone:platform/hibernating-handler`
+//! decides per session, in that interface's `connect`, whether the session
+//! runs live as above or hibernates (`hibernate`): then no instance is
+//! kept between events, and each event runs on a fresh one under the app's
+//! limits.
 
 mod handshake;
 mod hibernate;

@@ -4,7 +4,7 @@
 //! limits per event, `on_close` exactly once however the session ends,
 //! and topics the host forwards without running the guest.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, text};
 use cyclone_tests::{Cyclone, components, manifest};
@@ -243,4 +243,68 @@ fn subscribed_topics_run_the_guest_and_topics_are_checked() {
     assert_eq!(ask(&mut socket, "fwd feed"), "ok");
     assert_eq!(server.get("/s/publish?topic=feed&body=two").body, "2");
     assert_eq!(text(&mut socket), "two");
+}
+
+#[test]
+fn the_host_pings_a_hibernating_session_and_answers_its_pings() {
+    let server = sockets("websocket_ping_secs = 1");
+    let mut socket = hibernating(&server, "/h/pinged");
+    socket.send(Message::Ping("are you there".into())).unwrap();
+    let started = Instant::now();
+    let (mut pong, mut ping) = (false, false);
+    while !(pong && ping) && started.elapsed() < Duration::from_secs(5) {
+        match socket.read().unwrap() {
+            Message::Pong(payload) => pong = payload.as_ref() == b"are you there",
+            Message::Ping(_) => ping = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pong && ping, "pong {pong}, ping {ping}");
+    // A client that goes silent is dropped after two intervals, and the
+    // close handler runs.
+    socket.get_mut().set_read_timeout(None).unwrap();
+    assert!(server.wait_for_log(
+        "websocket session ended (peer unresponsive); close handler ran",
+        Duration::from_secs(10)
+    ));
+}
+
+#[test]
+fn a_forwarded_topic_the_peer_falls_behind_on_reaches_the_guest_as_lagged() {
+    let server = sockets("pubsub_buffer = 8");
+    let mut socket = hibernating(&server, "/h/slow");
+    assert_eq!(ask(&mut socket, "fwd flood"), "ok");
+    // 600 messages of 32 KiB while the client reads nothing: the socket's
+    // buffers fill, the host waits to write, and the topic's buffer of 8
+    // overflows.
+    let reply = server.get("/s/flood?topic=flood&n=600&kb=32");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let started = Instant::now();
+    let mut lagged = None;
+    let mut forwarded = 0;
+    while lagged.is_none() && started.elapsed() < Duration::from_secs(30) {
+        let message = text(&mut socket);
+        match message.strip_prefix("flood lagged ") {
+            Some(n) => lagged = Some(n.parse::<u64>().unwrap()),
+            None => forwarded += 1,
+        }
+    }
+    let lagged = lagged.expect("the guest was told the session lagged");
+    assert!(
+        lagged > 0 && forwarded < 600,
+        "lagged {lagged}, forwarded {forwarded}"
+    );
+    // The topic goes on: a later message still comes.
+    assert_eq!(server.get("/s/publish?topic=flood&body=after").status, 200);
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no message after the lag"
+        );
+        let message = text(&mut socket);
+        if message.ends_with("after") {
+            break;
+        }
+    }
 }

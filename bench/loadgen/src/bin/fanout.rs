@@ -37,6 +37,26 @@ struct Args {
     /// Give up on a handshake, or on the delivery, after this many seconds.
     #[arg(long, default_value_t = 20)]
     timeout_secs: u64,
+    /// Seconds to wait, once every session is open, before posting.
+    #[arg(long, default_value_t = 2)]
+    settle_secs: u64,
+    /// A server process whose resident memory (VmRSS) to report just before
+    /// posting, as `rss_kib`.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// The resident memory of process `pid` in KiB, 0 when it cannot be read.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 enum Outcome {
@@ -178,7 +198,8 @@ async fn main() {
     let open_time = started.elapsed();
     eprintln!("fanout: all {total} sessions attempted after {open_time:?}; posting");
     // Let the sessions' guests subscribe and send the history first.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let rss = args.pid.map_or(0, rss_kib);
     let at = Instant::now();
     let _ = posted_tx.send(Some(at));
     let status = post(&args.post, &body).await;
@@ -195,7 +216,7 @@ async fn main() {
     }
     delivered.sort();
     println!(
-        "sessions={total} opened={} open_errors={} open_s={:.2} post_status={} post_ms={post_ms:.1} delivered={} missed={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} open_error_kinds=[{}] missed_kinds=[{}]",
+        "sessions={total} rss_kib={rss} opened={} open_errors={} open_s={:.2} post_status={} post_ms={post_ms:.1} delivered={} missed={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} open_error_kinds=[{}] missed_kinds=[{}]",
         total - open_errors.values().sum::<usize>(),
         open_errors.values().sum::<usize>(),
         open_time.as_secs_f64(),

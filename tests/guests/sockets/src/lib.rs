@@ -18,6 +18,8 @@
 //! - `/lag?n=N`: subscribes to `lag`, publishes N messages without reading,
 //!   then answers what the subscription delivers first (`lagged K` or
 //!   `message ID`).
+//! - `/{app}/flood?topic=T&n=N&kb=K` publishes N messages of K KiB each on
+//!   T (each starts with its number), and answers `published N`.
 //! - `/h/{name}`: a hibernating session (refused with 401 when the query is
 //!   `refuse`). It opens with `opened N`, N counting the events this
 //!   instance ran (always 1: each event has a fresh instance). Text
@@ -259,6 +261,22 @@ async fn publish(req: &mut Request) -> Result<Response, HttpError> {
     Ok(Response::text(id.to_string()))
 }
 
+async fn flood(req: &mut Request) -> Result<Response, HttpError> {
+    let topic = req.argument("topic")?;
+    let number = |name: &str| {
+        req.argument(name)?
+            .parse::<usize>()
+            .map_err(|_| HttpError::bad_request(format!("{name} is a number")))
+    };
+    let (n, kb) = (number("n")?, number("kb")?);
+    let padding = "x".repeat(kb * 1024);
+    for i in 0..n {
+        pubsub::publish(&topic, format!("{i} {padding}"))
+            .map_err(|e| HttpError::internal(e.to_string()))?;
+    }
+    Ok(Response::text(format!("published {n}")))
+}
+
 async fn recent(req: &mut Request) -> Result<Response, HttpError> {
     let topic = req.argument("topic")?;
     let after = match req.argument_or("after", "").as_str() {
@@ -318,4 +336,5 @@ fn app() -> Application {
         .get("/lag", lag)
         .get("/{app}/publish", publish)
         .get("/{app}/recent", recent)
+        .get("/{app}/flood", flood)
 }
