@@ -42,7 +42,7 @@ PANELS = {
         (0, ["server"], ["echo p50", "echo p99"], "echo latency (ms)"),
     ],
     "websocket-idle": [
-        (0, ["server"], ["RSS per session"], "RSS per idle chat session (KiB)"),
+        (0, ["server"], ["per session at 5 s", "per session at 35 s"], "RSS per idle chat session (KiB)"),
         (0, ["server"], ["delivery p50", "p99", "max"], "one post to every session (ms)"),
     ],
     "kv": [

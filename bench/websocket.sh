@@ -99,6 +99,7 @@ data_dir = "$work/chat-data"
 component = "$root/target/wasm32-wasip2/guest/chat.wasm"
 routes = ["/...", { route = "/chatsocket", max_instances = 64 }]
 websocket_max_message_kb = 64
+websocket_ping_secs = 10
 key_value_stores = ["default"]
 EOF
 : >"$work/idle"
@@ -118,7 +119,7 @@ for name in cyclone tornado; do
     sleep 2
     base=$(kib "$server_pid" VmRSS)
     line=$("$root/target/release/fanout" --ws "ws://127.0.0.1:$port/chatsocket" --sessions "$IDLE_SESSIONS" \
-        --post "http://127.0.0.1:$port/a/message/new" --settle-secs 5 --pid "$server_pid" --timeout-secs 60)
+        --post "http://127.0.0.1:$port/a/message/new" --settle-secs 35 --pid "$server_pid" --timeout-secs 60)
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
     echo "$name $base $line" | tee -a "$work/idle" >&2
 done
@@ -126,20 +127,21 @@ done
 idle_table=$(python3 - "$work/idle" "$IDLE_SESSIONS" <<'PY'
 import sys
 sessions = int(sys.argv[2])
-print("| server | sessions opened | open errors | RSS idle server | RSS with the sessions idle | RSS per session | delivered | missed | delivery p50 | p99 | max |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| server | sessions opened | open errors | RSS idle server | RSS 5 s after opening | per session at 5 s | RSS after 35 s idle | per session at 35 s | delivered | missed | delivery p50 | p99 | max |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for line in open(sys.argv[1]):
     name, base, rest = line.split(maxsplit=2)
     f = dict(kv.split("=", 1) for kv in rest.split() if "=" in kv)
-    rss = int(f["rss_kib"])
+    rss, early = int(f["rss_kib"]), int(f["rss_open_kib"])
     per = (rss - int(base)) / sessions
+    per_early = (early - int(base)) / sessions
     errors = f" ({f['open_error_kinds'].strip('[]')})" if f["open_error_kinds"].strip("[]") else ""
     missed = f" ({f['missed_kinds'].strip('[]')})" if f["missed_kinds"].strip("[]") else ""
-    print(f"| {name} | {int(f['opened']):,} | {int(f['open_errors']):,}{errors} | {int(base)/1024:,.0f} MiB | {rss/1024:,.0f} MiB "
-          f"| {per:,.1f} KiB | {int(f['delivered']):,} | {int(f['missed']):,}{missed} | {f['p50_ms']} ms | {f['p99_ms']} ms | {f['max_ms']} ms |")
+    print(f"| {name} | {int(f['opened']):,} | {int(f['open_errors']):,}{errors} | {int(base)/1024:,.0f} MiB | {early/1024:,.0f} MiB "
+          f"| {per_early:,.1f} KiB | {rss/1024:,.0f} MiB | {per:,.1f} KiB | {int(f['delivered']):,} | {int(f['missed']):,}{missed} | {f['p50_ms']} ms | {f['p99_ms']} ms | {f['max_ms']} ms |")
 PY
 )
 idle_header="$IDLE_SESSIONS chat sessions open at once and idle, then one message posted and fanned out to all of them: $(machine_line bench/websocket.sh).
-Client: \`bench/loadgen\`'s \`fanout\`, 256 handshakes in flight while opening; it reads each session's kept messages, waits 5 s once all are open, reads the server's VmRSS (\`RSS with the sessions idle\`), then posts one message and times its arrival at every session from just before the POST. The idle server's RSS is read after a warm-up of 300 sessions opened, sent a post and closed; RSS per session divides the difference by $IDLE_SESSIONS. cyclone serves \`examples/chat\` (SQLite store, in-process pub/sub, logging at \`warn\`): its \`/chatsocket\` sessions hibernate and forward the room's topic, so the host writes the post to every socket without running a guest; opening runs \`connect\` and \`open\` in an instance (the route capped at 64 at once). Tornado $(python3 -c 'import tornado; print(tornado.version)'): its websocket chat demo (\`bench/tornado/chat.py\`), one process, a \`WebSocketHandler\` per session in a set that the post writes to."
+Client: \`bench/loadgen\`'s \`fanout\`, 256 handshakes in flight while opening; it reads each session's kept messages, reads the server's VmRSS 5 s after all are open and again after 35 s (cyclone pings every session every 10 s meanwhile; Tornado's demo sends no pings), then posts one message and times its arrival at every session from just before the POST. The idle server's RSS is read after a warm-up of 300 sessions opened, sent a post and closed; each per-session figure divides the growth over it by $IDLE_SESSIONS. In cyclone the first figure includes memory the open storm freed but the allocator (mimalloc) has not yet handed back: it is reclaimed once the workers allocate again, here at the first round of pings. cyclone serves \`examples/chat\` (SQLite store, in-process pub/sub, logging at \`warn\`): its \`/chatsocket\` sessions hibernate and forward the room's topic, so the host writes the post to every socket without running a guest; opening runs \`connect\` and \`open\` in an instance (the route capped at 64 at once). Tornado $(python3 -c 'import tornado; print(tornado.version)'): its websocket chat demo (\`bench/tornado/chat.py\`), one process, a \`WebSocketHandler\` per session in a set that the post writes to."
 write_section websocket-idle "Idle chat sessions and fan-out" "$idle_header" "$idle_table"
 echo "$idle_table"

@@ -40,8 +40,9 @@ struct Args {
     /// Seconds to wait, once every session is open, before posting.
     #[arg(long, default_value_t = 2)]
     settle_secs: u64,
-    /// A server process whose resident memory (VmRSS) to report just before
-    /// posting, as `rss_kib`.
+    /// A server process whose resident memory (VmRSS) to report: 5 s after
+    /// every session is open (`rss_open_kib`, when `--settle-secs` is longer)
+    /// and just before posting (`rss_kib`).
     #[arg(long)]
     pid: Option<u32>,
 }
@@ -198,7 +199,10 @@ async fn main() {
     let open_time = started.elapsed();
     eprintln!("fanout: all {total} sessions attempted after {open_time:?}; posting");
     // Let the sessions' guests subscribe and send the history first.
-    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let early = args.settle_secs.min(5);
+    tokio::time::sleep(Duration::from_secs(early)).await;
+    let rss_open = args.pid.map_or(0, rss_kib);
+    tokio::time::sleep(Duration::from_secs(args.settle_secs - early)).await;
     let rss = args.pid.map_or(0, rss_kib);
     let at = Instant::now();
     let _ = posted_tx.send(Some(at));
@@ -216,7 +220,7 @@ async fn main() {
     }
     delivered.sort();
     println!(
-        "sessions={total} rss_kib={rss} opened={} open_errors={} open_s={:.2} post_status={} post_ms={post_ms:.1} delivered={} missed={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} open_error_kinds=[{}] missed_kinds=[{}]",
+        "sessions={total} rss_open_kib={rss_open} rss_kib={rss} opened={} open_errors={} open_s={:.2} post_status={} post_ms={post_ms:.1} delivered={} missed={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} open_error_kinds=[{}] missed_kinds=[{}]",
         total - open_errors.values().sum::<usize>(),
         open_errors.values().sum::<usize>(),
         open_time.as_secs_f64(),
