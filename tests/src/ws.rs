@@ -77,3 +77,21 @@ pub fn close_frame(socket: &mut Socket) -> (u16, String) {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// Sends a ping with `payload`, then reads (for up to 5 s) until the server
+/// has both answered it and pinged on its own; whether it did both.
+pub fn pings_both_ways(socket: &mut Socket, payload: &str) -> bool {
+    socket
+        .send(Message::Ping(payload.as_bytes().to_vec().into()))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut pong, mut ping) = (false, false);
+    while !(pong && ping) && started.elapsed() < Duration::from_secs(5) {
+        match socket.read().unwrap() {
+            Message::Pong(got) => pong = got.as_ref() == payload.as_bytes(),
+            Message::Ping(_) => ping = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    pong && ping
+}

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, text};
+use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, pings_both_ways, text};
 use cyclone_tests::{Cyclone, components, manifest};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -249,17 +249,7 @@ fn subscribed_topics_run_the_guest_and_topics_are_checked() {
 fn the_host_pings_a_hibernating_session_and_answers_its_pings() {
     let server = sockets("websocket_ping_secs = 1");
     let mut socket = hibernating(&server, "/h/pinged");
-    socket.send(Message::Ping("are you there".into())).unwrap();
-    let started = Instant::now();
-    let (mut pong, mut ping) = (false, false);
-    while !(pong && ping) && started.elapsed() < Duration::from_secs(5) {
-        match socket.read().unwrap() {
-            Message::Pong(payload) => pong = payload.as_ref() == b"are you there",
-            Message::Ping(_) => ping = true,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert!(pong && ping, "pong {pong}, ping {ping}");
+    assert!(pings_both_ways(&mut socket, "are you there"));
     // A client that goes silent is dropped after two intervals, and the
     // close handler runs.
     socket.get_mut().set_read_timeout(None).unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, text};
+use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, pings_both_ways, text};
 use cyclone_tests::{Cyclone, components, manifest};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -170,17 +170,7 @@ fn an_abrupt_disconnect_releases_the_instance() {
 fn the_host_pings_idle_sessions_and_answers_pings() {
     let server = sockets("websocket_ping_secs = 1");
     let mut socket = open(&server, "/echo");
-    socket.send(Message::Ping("are you there".into())).unwrap();
-    let started = Instant::now();
-    let (mut pong, mut ping) = (false, false);
-    while !(pong && ping) && started.elapsed() < Duration::from_secs(5) {
-        match socket.read().unwrap() {
-            Message::Pong(payload) => pong = payload.as_ref() == b"are you there",
-            Message::Ping(_) => ping = true,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert!(pong && ping, "pong {pong}, ping {ping}");
+    assert!(pings_both_ways(&mut socket, "are you there"));
 }
 
 #[test]
