@@ -298,3 +298,29 @@ fn a_forwarded_topic_the_peer_falls_behind_on_reaches_the_guest_as_lagged() {
         }
     }
 }
+
+#[test]
+fn a_component_built_before_hibernation_still_serves_live_sessions() {
+    // Built against the websocket WIT of before: it exports only
+    // `websocket-handler`, and imports nothing new.
+    let (_dir, path) = manifest(&format!(
+        "[apps.frozen]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
+        components::WS_FROZEN
+    ));
+    let server = Cyclone::serve(&path);
+    assert_eq!(server.get("/").body, "frozen");
+    let mut socket = open(&server, "/socket");
+    assert_eq!(ask(&mut socket, "still here"), "still here");
+    assert!(server.wait_for_log("websocket session opened", Duration::from_secs(5)));
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|line| line.contains("opened (hibernating)"))
+    );
+    socket.close(None).unwrap();
+    assert!(server.wait_for_log(
+        "websocket session ended (closed); instance released",
+        Duration::from_secs(10)
+    ));
+}
