@@ -31,7 +31,7 @@ python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornad
 
 cd "$root"
 pool=$((SESSIONS + 100))
-pooled_app echo "$pool" "max_memory_mb = 16"
+pooled_app echo "$pool" "max_memory_mb = 16" "websocket_max_sessions = $pool"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 start() {
@@ -100,6 +100,7 @@ component = "$root/target/wasm32-wasip2/guest/chat.wasm"
 routes = ["/...", { route = "/chatsocket", max_instances = 64 }]
 websocket_max_message_kb = 64
 websocket_ping_secs = 10
+websocket_max_sessions = $((IDLE_SESSIONS + 1000))
 key_value_stores = ["default"]
 EOF
 : >"$work/idle"

@@ -143,6 +143,8 @@ pub struct WebSocketExport {
     pub allowed_origins: Vec<String>,
     /// The interval between pings, `None` when off.
     pub ping: Option<Duration>,
+    /// One permit per session open on this version (`websocket_max_sessions`).
+    pub sessions: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -172,6 +174,9 @@ impl App {
                     .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
                     .collect(),
                 ping: config.websocket_ping(),
+                sessions: Arc::new(tokio::sync::Semaphore::new(
+                    config.websocket_max_sessions as usize,
+                )),
             });
         let pre = match wasi {
             Wasi::P2 => Handler::P2(ProxyPre::new(instance_pre)?),

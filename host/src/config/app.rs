@@ -100,6 +100,12 @@ pub struct AppConfig {
     /// 30; 0 for none). A peer silent for two intervals is disconnected.
     #[serde(default = "defaults::websocket_ping_secs")]
     pub websocket_ping_secs: u64,
+    /// Websocket sessions, live and hibernating, one version of the app may
+    /// have open at once (default 10000); a handshake past it gets 503
+    /// before any instance is taken. Live sessions are also bounded by
+    /// `max_instances`; hibernating ones hold none, so this bounds them.
+    #[serde(default = "defaults::websocket_max_sessions")]
+    pub websocket_max_sessions: u32,
     /// Lines of stdout and stderr one instance may log a second, with a
     /// burst of as many (default 100). Lines past it are dropped and
     /// counted in the log; a line is cut at 4 KiB.
@@ -235,6 +241,9 @@ mod defaults {
     pub fn websocket_ping_secs() -> u64 {
         30
     }
+    pub fn websocket_max_sessions() -> u32 {
+        10_000
+    }
     pub fn pubsub_buffer() -> usize {
         256
     }
@@ -294,6 +303,7 @@ impl AppConfig {
             websocket_max_message_kb: defaults::websocket_max_message_kb(),
             websocket_allowed_origins: Vec::new(),
             websocket_ping_secs: defaults::websocket_ping_secs(),
+            websocket_max_sessions: defaults::websocket_max_sessions(),
             max_log_lines_per_sec: defaults::max_log_lines_per_sec(),
             pubsub_history: 0,
             pubsub_buffer: defaults::pubsub_buffer(),

@@ -134,9 +134,14 @@ impl Kept {
         guest: Guest,
         mut ws: Connection,
         going_away: watch::Receiver<bool>,
-        held: (crate::app::Permits, Open, crate::metrics::OpenSession),
+        held: (
+            crate::app::Permits,
+            Open,
+            crate::metrics::OpenSession,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
     ) {
-        let (permits, open, gauge) = held;
+        let (permits, open, gauge, slot) = held;
         let (tx, mut rx) = mpsc::channel(OUTGOING_BUFFER);
         let session = self.lend(Some(tx));
         store.data_mut().cpu.renew();
@@ -146,7 +151,7 @@ impl Kept {
         drop(store);
         drop(permits);
         self.settle(&mut ws, result).await;
-        tokio::spawn(kept(self, ws, going_away, broken, (open, gauge)));
+        tokio::spawn(kept(self, ws, going_away, broken, (open, gauge, slot)));
     }
 
     /// The session as lent to one event, sending into `outgoing` (none when
@@ -536,7 +541,11 @@ async fn kept(
     mut ws: Connection,
     going_away: watch::Receiver<bool>,
     broken: Option<Ending>,
-    held: (Open, crate::metrics::OpenSession),
+    held: (
+        Open,
+        crate::metrics::OpenSession,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
 ) {
     let ending = match broken {
         Some(ending) => ending,

@@ -117,6 +117,11 @@ pub(crate) async fn handle(
             return *response;
         }
     };
+    let Ok(session) = export.sessions.clone().try_acquire_owned() else {
+        crate::metrics::METRICS.refused(&name, "sessions");
+        tracing::warn!(request = id, app = %name, "503: websocket_max_sessions reached");
+        return crate::response::unavailable();
+    };
     let permits = match instances.admit(target, id).await {
         Ok(permits) => permits,
         Err(response) => return *response,
@@ -151,7 +156,12 @@ pub(crate) async fn handle(
             on_upgrade,
             going_away,
             id,
-            held: (permits, open, crate::metrics::OpenSession::new(&name)),
+            held: (
+                permits,
+                open,
+                crate::metrics::OpenSession::new(&name),
+                session,
+            ),
         })
     });
     match decision.await {

@@ -43,7 +43,12 @@ pub(crate) struct Opening {
     pub(crate) id: u64,
     /// Released when the session ends: its instance permits, and its place
     /// among the sessions a drain waits for.
-    pub(crate) held: (Permits, Open, crate::metrics::OpenSession),
+    pub(crate) held: (
+        Permits,
+        Open,
+        crate::metrics::OpenSession,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
 }
 
 /// A session's task: the guest's `connect`, then (accepted, upgraded) its

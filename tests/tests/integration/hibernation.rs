@@ -324,3 +324,26 @@ fn a_component_built_before_hibernation_still_serves_live_sessions() {
         Duration::from_secs(10)
     ));
 }
+
+#[test]
+fn sessions_past_websocket_max_sessions_get_503() {
+    let server = sockets("websocket_max_sessions = 2");
+    let first = hibernating(&server, "/h/one");
+    let _second = hibernating(&server, "/h/two");
+    let (status, _) = open_with(&server, "/h/three", &[]).unwrap_err();
+    assert_eq!(status, 503);
+    assert!(server.wait_for_log(
+        "503: websocket_max_sessions reached",
+        Duration::from_secs(5)
+    ));
+    // Live sessions count too.
+    let (status, _) = open_with(&server, "/echo", &[]).unwrap_err();
+    assert_eq!(status, 503);
+    // A session that ends makes room.
+    let mut first = first;
+    first.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+    drop(first);
+    assert!(server.wait_for_log("close handler ran", Duration::from_secs(10)));
+    let mut third = hibernating(&server, "/h/three");
+    assert_eq!(ask(&mut third, "count"), "count 1 (event 1)");
+}
