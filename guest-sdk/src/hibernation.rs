@@ -35,7 +35,7 @@ use crate::{HttpError, Request};
 ///
 /// impl HibernatingHandler for Counter {
 ///     async fn on_message(&mut self, ws: &HibernatingSocket, message: Message) {
-///         let seen: u64 = ws.state() + 1;
+///         let seen = ws.state::<u64>() + 1;
 ///         let _ = ws.set_state(&seen);
 ///         let _ = ws.send(format!("{seen}: {message:?}")).await;
 ///     }
