@@ -4,7 +4,8 @@
 //! (form field `body`) to `--post`, and measures how long each session
 //! takes to receive it. Prints one line of `key=value` pairs: sessions
 //! opened, open failures, deliveries, missing deliveries, and delivery
-//! latency percentiles counted from just before the post was sent.
+//! latency percentiles counted from just before the post was sent. Every
+//! session stays open until all have their outcome.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ async fn session(
     gate: Arc<Semaphore>,
     opened: Arc<AtomicUsize>,
     mut posted: watch::Receiver<Option<Instant>>,
-) -> Outcome {
+) -> (Outcome, Option<Socket>) {
     let handshake = async {
         let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
         let authority = url
@@ -92,8 +93,8 @@ async fn session(
     opened.fetch_add(1, Ordering::Relaxed);
     let mut socket = match result {
         Ok(Ok(socket)) => socket,
-        Ok(Err(e)) => return Outcome::OpenFailed(e),
-        Err(_) => return Outcome::OpenFailed("handshake-timeout".into()),
+        Ok(Err(e)) => return (Outcome::OpenFailed(e), None),
+        Err(_) => return (Outcome::OpenFailed("handshake-timeout".into()), None),
     };
     // Read until our message arrives; anything before it (the room's
     // history) is skipped.
@@ -129,12 +130,16 @@ async fn session(
         () = deadline => Err("timeout".to_owned()),
     };
     let at = *posted.borrow();
-    match (received, at) {
+    let outcome = match (received, at) {
         (Ok(when), Some(at)) => Outcome::Delivered(when.saturating_duration_since(at)),
         (Ok(_), None) => Outcome::Missed("before-the-post".into()),
         (Err(e), _) => Outcome::Missed(e),
-    }
+    };
+    (outcome, Some(socket))
 }
+
+/// A client's end of a session.
+type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn post(url: &str, body: &str) -> Result<u16, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
@@ -176,6 +181,8 @@ async fn main() {
     let gate = Arc::new(Semaphore::new(args.open_concurrency));
     let opened = Arc::new(AtomicUsize::new(0));
     let (posted_tx, posted_rx) = watch::channel(None);
+    let (outcomes_tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let (done_tx, done_rx) = watch::channel(false);
     let total = args.sessions * args.urls.len();
     let started = Instant::now();
     let tasks: Vec<_> = args
@@ -183,16 +190,29 @@ async fn main() {
         .iter()
         .flat_map(|url| std::iter::repeat_n(url, args.sessions))
         .map(|url| {
-            tokio::spawn(session(
+            let outcomes = outcomes_tx.clone();
+            let mut done = done_rx.clone();
+            let session = session(
                 url.clone(),
                 body.clone(),
                 timeout,
                 gate.clone(),
                 opened.clone(),
                 posted_rx.clone(),
-            ))
+            );
+            // A session stays open until every session has its outcome: one
+            // that closed as soon as it had the message would load the
+            // server with its close while others still wait for theirs.
+            tokio::spawn(async move {
+                let (outcome, socket) = session.await;
+                let _ = outcomes.send(outcome);
+                drop(outcomes);
+                let _ = done.wait_for(|done| *done).await;
+                drop(socket);
+            })
         })
         .collect();
+    drop(outcomes_tx);
     while opened.load(Ordering::Relaxed) < total {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -211,12 +231,16 @@ async fn main() {
     let mut open_errors: BTreeMap<String, usize> = BTreeMap::new();
     let mut missed: BTreeMap<String, usize> = BTreeMap::new();
     let mut delivered = Vec::new();
-    for task in tasks {
-        match task.await.expect("session task") {
+    while let Some(outcome) = outcomes.recv().await {
+        match outcome {
             Outcome::OpenFailed(e) => count(&mut open_errors, &e),
             Outcome::Missed(e) => count(&mut missed, &e),
             Outcome::Delivered(d) => delivered.push(d),
         }
+    }
+    let _ = done_tx.send(true);
+    for task in tasks {
+        task.await.expect("session task");
     }
     delivered.sort();
     println!(
