@@ -291,31 +291,15 @@ impl Kept {
 
     /// See [`Kept::event`].
     async fn run_event(&mut self, ws: &mut Connection, kind: EventKind) -> Result<(), Ending> {
-        let app = self.app().clone();
-        let permits = self.instances.admit_patiently(&self.target).await;
-        let store = match app.new_store(self.id, CpuClock::new(app.cpu_budget)) {
-            Ok(store) => store,
-            Err(_) => {
-                self.start_closing(ws, close_frame(CloseCode::Error, "internal error"))
-                    .await;
-                return Ok(());
-            }
-        };
         let (tx, mut rx) = mpsc::channel(OUTGOING_BUFFER);
-        let session = self.lend(Some(tx));
-        let task = crate::app::spawn_guest(store, move |mut store| async move {
-            let result = app
-                .within_timeout(async {
-                    let guest = instantiate(&app, &mut store).await?;
-                    call(&mut store, &guest, session, kind).await
-                })
-                .await;
-            drop(store);
-            drop(permits);
-            result
-        });
-        let (result, broken) = self.drive(ws, &mut rx, task).await;
-        let result = result.unwrap_or_else(|e| Err(wasmtime::Error::msg(e.to_string())));
+        let event = fresh_instance(
+            self.target.clone(),
+            self.instances.clone(),
+            self.id,
+            self.lend(Some(tx)),
+            kind,
+        );
+        let (result, broken) = self.drive(ws, &mut rx, event).await;
         self.settle(ws, result).await;
         broken.map_or(Ok(()), Err)
     }
@@ -492,30 +476,16 @@ impl Kept {
             code: frame.code.into(),
             reason: frame.reason.as_str().to_owned(),
         });
-        let app = self.app().clone();
-        let permits = self.instances.admit_patiently(&self.target).await;
-        let handler = match app.new_store(self.id, CpuClock::new(app.cpu_budget)) {
-            Ok(store) => {
-                let session = self.lend(None);
-                crate::app::spawn_guest(store, move |mut store| async move {
-                    let result = app
-                        .within_timeout(async {
-                            let guest = instantiate(&app, &mut store).await?;
-                            call(&mut store, &guest, session, EventKind::Close(frame)).await
-                        })
-                        .await;
-                    drop(store);
-                    drop(permits);
-                    result
-                })
-                .await
-                .map_err(|e| wasmtime::Error::msg(e.to_string()))
-                .and_then(|result| result)
-            }
-            Err(_) => Err(wasmtime::Error::msg(
-                "cannot prepare the guest's capabilities",
-            )),
-        };
+        let session = self.lend(None);
+        let close = EventKind::Close(frame);
+        let handler = fresh_instance(
+            self.target.clone(),
+            self.instances.clone(),
+            self.id,
+            session,
+            close,
+        )
+        .await;
         let app = self.app().name();
         match handler {
             Ok(_) => tracing::info!(
@@ -587,6 +557,37 @@ fn to_guest(event: pubsub::Event) -> wit_pubsub::Event {
         }),
         pubsub::Event::Lagged(n) => wit_pubsub::Event::Lagged(n),
     }
+}
+
+/// Runs the event `kind` of session `id` on `target`'s app: admission that
+/// waits as long as it takes, a fresh store and instance under the app's
+/// limits in a task of their own, `session` lent for the call; what the
+/// event left.
+async fn fresh_instance(
+    target: Target,
+    instances: Arc<Instances>,
+    id: u64,
+    session: EventSession,
+    kind: EventKind,
+) -> wasmtime::Result<EventOutcome> {
+    let app = target.app.clone();
+    let permits = instances.admit_patiently(&target).await;
+    let store = app
+        .new_store(id, CpuClock::new(app.cpu_budget))
+        .map_err(|_| wasmtime::Error::msg("cannot prepare the guest's capabilities"))?;
+    crate::app::spawn_guest(store, move |mut store| async move {
+        let result = app
+            .within_timeout(async {
+                let guest = instantiate(&app, &mut store).await?;
+                call(&mut store, &guest, session, kind).await
+            })
+            .await;
+        drop(store);
+        drop(permits);
+        result
+    })
+    .await
+    .map_err(|e| wasmtime::Error::msg(e.to_string()))?
 }
 
 /// A fresh instance of `app` and its hibernating handler.
