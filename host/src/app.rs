@@ -421,7 +421,10 @@ where
     Fut::Output: Send + 'static,
 {
     let timer = store.data().cpu.timer();
-    tokio::spawn(timer.time(task(store)))
+    // Boxed: a guest's future is kilobytes (wasmtime's call), and tokio
+    // moves a task's future by value when it spawns it and again when it
+    // stores the output; a box makes each move a pointer's.
+    tokio::spawn(Box::pin(timer.time(task(store))))
 }
 
 /// The instance permits one request or session holds until its instance is
