@@ -23,7 +23,11 @@ need_apt wrk wrk
 need_wasmtime
 
 cd "$root"
-cargo build --quiet --release -p cyclone-host -p hyper-hello
+# The production build (`dist`: whole-program optimisation) for cyclone and
+# its native baseline alike; the first build takes about 30 minutes on 2 cores.
+cargo build --quiet --profile dist -p cyclone-host -p hyper-hello
+# ...and the `release` host too (cyclone-release), to show what the profile gives.
+cargo build --quiet --release -p cyclone-host
 cargo build --quiet --profile guest --target wasm32-wasip2 -p hello -p spin3-hello
 hello="$root/target/wasm32-wasip2/guest/hello.wasm"
 hello3="$root/target/wasm32-wasip2/guest/spin3_hello.wasm"
@@ -34,8 +38,9 @@ printf '[apps.hello]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n
 start() {
     local port=$2
     case $1 in
-        cyclone) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
-        hyper) exec "$root/target/release/hyper-hello" "127.0.0.1:$port" ;;
+        cyclone) exec "$root/target/dist/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
+        cyclone-release) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
+        hyper) exec "$root/target/dist/hyper-hello" "127.0.0.1:$port" ;;
         # -Scli: the component (like any Rust std component) imports wasi:cli.
         wasmtime-serve) exec "$wasmtime" serve -Scli --addr "127.0.0.1:$port" "$hello" ;;
         wasmtime-serve-tuned)
@@ -43,8 +48,8 @@ start() {
                 -O pooling-memory-keep-resident=2097152 \
                 -O pooling-table-keep-resident=65536 \
                 -O pooling-pagemap-scan=y "$hello" ;;
-        cyclone-p3) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello3" ;;
-        cyclone-p3-reuse) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$work/reuse.toml" ;;
+        cyclone-p3) exec "$root/target/dist/cyclone" serve --listen "127.0.0.1:$port" "$hello3" ;;
+        cyclone-p3-reuse) exec "$root/target/dist/cyclone" serve --listen "127.0.0.1:$port" "$work/reuse.toml" ;;
         wasmtime-serve-p3)
             exec "$wasmtime" serve -Scli -Sp3 -Wcomponent-model-async --addr "127.0.0.1:$port" "$hello3" ;;
         wasmtime-serve-p3-fresh)
@@ -55,7 +60,7 @@ start() {
     wait_url "http://127.0.0.1:$port/"
 }
 
-servers=(hyper cyclone wasmtime-serve wasmtime-serve-tuned cyclone-p3 cyclone-p3-reuse wasmtime-serve-p3 wasmtime-serve-p3-fresh)
+servers=(hyper cyclone cyclone-release wasmtime-serve wasmtime-serve-tuned cyclone-p3 cyclone-p3-reuse wasmtime-serve-p3 wasmtime-serve-p3-fresh)
 for round in $(seq 1 "$ROUNDS"); do
     for name in "${servers[@]}"; do
         port=$(free_port)
@@ -92,7 +97,7 @@ median = lambda name: statistics.median(r[0] for r in rows[name])
 hyper = median("hyper")
 print("| server | WASI | req/s (median) | p50 | p99 | server CPU per request | vs hyper | vs `wasmtime serve` on the same component | all rounds (req/s) | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
-for name in ["hyper", "cyclone", "wasmtime-serve", "wasmtime-serve-tuned", "cyclone-p3", "cyclone-p3-reuse", "wasmtime-serve-p3", "wasmtime-serve-p3-fresh"]:
+for name in ["hyper", "cyclone", "cyclone-release", "wasmtime-serve", "wasmtime-serve-tuned", "cyclone-p3", "cyclone-p3-reuse", "wasmtime-serve-p3", "wasmtime-serve-p3-fresh"]:
     runs = sorted(rows[name], key=lambda r: r[0])
     med = runs[len(runs) // 2]
     wasi = "-" if name == "hyper" else ("0.3" if "p3" in name else "0.2")
@@ -104,6 +109,7 @@ PY
 )
 
 header="Hello world: $(machine_line bench/hello.sh). WASI 0.2 rows serve \`examples/hello\` (cyclone-sdk) with a fresh instance per request; WASI 0.3 rows serve \`tests/guests/spin3-hello\` (Spin SDK 7, \`#[http_service]\`): cyclone-p3 with a fresh instance per request, cyclone-p3-reuse with \`instance_reuse = {}\` (128 requests per instance, 16 at once), wasmtime-serve-p3 with \`-Scli -Sp3 -Wcomponent-model-async\` and its default reuse (128 requests per instance, 16 at once), wasmtime-serve-p3-fresh adds \`--max-instance-reuse-count 1\`. The column vs \`wasmtime serve\` compares with wasmtime-serve (0.2 rows) or wasmtime-serve-p3 (0.3 rows).
+cyclone and hyper are built with the \`dist\` profile (link-time optimisation); cyclone-release is the same host built with \`release\`.
 Server CPU per request = the server process's user + system time during the measured run / requests answered.
 wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION with \`-Scli\` (the component imports wasi:cli, as Rust std components do); tuned adds \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
 write_section hello "Hello world" "$header" "$table"
