@@ -329,15 +329,24 @@ impl App {
 
     /// Runs `call` under the app's wall-clock timeout; past it the call is
     /// dropped and fails with [`TimedOut`].
-    pub(crate) async fn within_timeout<T>(
+    ///
+    /// A plain future rather than an `async fn`, which would hold `call`
+    /// twice (the argument and the future it awaits): this wraps what a
+    /// suspended guest is held in, so the copy would be paid for every
+    /// suspended request.
+    pub(crate) fn within_timeout<T>(
         &self,
         call: impl Future<Output = wasmtime::Result<T>>,
-    ) -> wasmtime::Result<T> {
+    ) -> impl Future<Output = wasmtime::Result<T>> {
+        use futures_util::FutureExt;
+        use futures_util::future::Either;
         match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .unwrap_or(Err(wasmtime::Error::new(TimedOut(limit)))),
-            None => call.await,
+            Some(limit) => {
+                Either::Left(tokio::time::timeout(limit, call).map(move |result| {
+                    result.unwrap_or(Err(wasmtime::Error::new(TimedOut(limit))))
+                }))
+            }
+            None => Either::Right(call),
         }
     }
 }

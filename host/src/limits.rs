@@ -467,20 +467,44 @@ pub struct TaskTimer(Arc<Meter>);
 
 impl TaskTimer {
     /// `task`, with each of its polls counted.
-    pub async fn time<F: Future>(self, task: F) -> F::Output {
-        let meter = self.0;
-        let mut task = std::pin::pin!(task);
-        std::future::poll_fn(|cx| {
-            meter.since.store(now(), Ordering::Relaxed);
-            let polled = task.as_mut().poll(cx);
-            let end = now();
-            let since = meter.since.swap(0, Ordering::Relaxed);
-            meter
-                .used
-                .fetch_add(end.saturating_sub(since), Ordering::Relaxed);
-            polled
-        })
-        .await
+    ///
+    /// A plain future rather than an `async fn`: an `async fn` keeps its
+    /// argument and the pinned copy it polls side by side, and this wraps
+    /// the future a suspended guest is held in, so the copy would double
+    /// what every suspended request costs.
+    pub fn time<F: Future>(self, task: F) -> Timed<F> {
+        Timed {
+            meter: self.0,
+            task,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task whose polls are counted on a [`CpuClock`]: [`TaskTimer::time`].
+    pub struct Timed<F> {
+        meter: Arc<Meter>,
+        #[pin]
+        task: F,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        this.meter.since.store(now(), Ordering::Relaxed);
+        let polled = this.task.poll(cx);
+        let end = now();
+        let since = this.meter.since.swap(0, Ordering::Relaxed);
+        this.meter
+            .used
+            .fetch_add(end.saturating_sub(since), Ordering::Relaxed);
+        polled
     }
 }
 
