@@ -133,6 +133,38 @@ fn the_cpu_budget_and_the_timeout_apply_to_each_event() {
 }
 
 #[test]
+fn the_memory_cap_applies_to_each_event() {
+    let server = sockets("max_memory_mb = 32");
+    let mut bystander = hibernating(&server, "/h/bystander");
+    let mut socket = hibernating(&server, "/h/hungry");
+    // Each event's instance keeps what it allocates, and each event has a
+    // fresh instance: 24 MiB per event fits the 32 MiB cap however many
+    // events there are, where a live session's instance would fill it.
+    for _ in 0..4 {
+        assert_eq!(
+            ask(&mut socket, "alloc 24"),
+            "allocated 24 MiB (6144 pages)"
+        );
+    }
+    socket.send(Message::text("alloc 48")).unwrap();
+    assert_eq!(
+        close_frame(&mut socket),
+        (1011, "internal error".to_owned())
+    );
+    assert!(server.wait_for_log(
+        "memory allocation of 50331648 bytes failed",
+        Duration::from_secs(5)
+    ));
+    assert!(server.wait_for_log("h closed /h/hungry", Duration::from_secs(10)));
+    assert_eq!(ask(&mut bystander, "count"), "count 1 (event 1)");
+    let mut newcomer = hibernating(&server, "/h/newcomer");
+    assert_eq!(
+        ask(&mut newcomer, "alloc 24"),
+        "allocated 24 MiB (6144 pages)"
+    );
+}
+
+#[test]
 fn the_close_handler_runs_once_for_each_way_a_session_ends() {
     let server = sockets("");
     // The peer closes.

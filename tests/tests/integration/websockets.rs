@@ -1,6 +1,7 @@
 //! WebSocket sessions through the real binary and a real websocket client,
 //! against the `sockets` test guest: echo, broadcast over pub/sub, close
-//! codes both ways, the message cap, origins, refusal, traps and release.
+//! codes both ways, the message and memory caps, origins, refusal, traps and
+//! release.
 
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,30 @@ fn a_trapping_session_closes_with_1011_and_others_go_on() {
     assert!(server.wait_for_log("the session was asked to panic", Duration::from_secs(5)));
     bystander.send(Message::text("unaffected")).unwrap();
     assert_eq!(text(&mut bystander), "unaffected");
+    let mut newcomer = open(&server, "/echo");
+    newcomer.send(Message::text("new")).unwrap();
+    assert_eq!(text(&mut newcomer), "new");
+}
+
+#[test]
+fn a_session_past_the_memory_cap_closes_with_1011_and_others_go_on() {
+    let server = sockets("max_memory_mb = 32");
+    let mut bystander = open(&server, "/echo");
+    let mut hungry = open(&server, "/echo");
+    // A live session's instance keeps what it allocated: 12 MiB twice fits
+    // the 32 MiB cap, a third time does not.
+    for _ in 0..2 {
+        hungry.send(Message::text("alloc 12")).unwrap();
+        assert_eq!(text(&mut hungry), "allocated 12 MiB (3072 pages)");
+    }
+    hungry.send(Message::text("alloc 12")).unwrap();
+    assert_eq!(close_frame(&mut hungry).0, 1011);
+    assert!(server.wait_for_log(
+        "memory allocation of 12582912 bytes failed",
+        Duration::from_secs(5)
+    ));
+    bystander.send(Message::text("alloc 12")).unwrap();
+    assert_eq!(text(&mut bystander), "allocated 12 MiB (3072 pages)");
     let mut newcomer = open(&server, "/echo");
     newcomer.send(Message::text("new")).unwrap();
     assert_eq!(text(&mut newcomer), "new");

@@ -3,7 +3,9 @@
 //! - `/echo` (callback style): sends every message back; the text
 //!   `close CODE REASON` closes the session with that code and reason,
 //!   `panic` traps the instance, `spin MS` keeps the CPU busy for MS
-//!   milliseconds and answers `spun MS`, `flood N` sends N numbered 1 KiB
+//!   milliseconds and answers `spun MS`, `alloc MB` allocates MB MiB more,
+//!   touches it, keeps it for the rest of the instance and answers
+//!   `allocated MB MiB (PAGES pages)`, `flood N` sends N numbered 1 KiB
 //!   messages at once; the peer's close frame is printed.
 //! - `/room` (loop style): every text message is published on the topic
 //!   `room` and every message of the topic is sent to the peer.
@@ -28,7 +30,8 @@
 //!   forward or drop topic T and answer `ok` or the error; `last T` answers
 //!   the last message forwarded on T; `keep N` sets an N-byte attachment and
 //!   answers `kept` or the error; `size` answers the attachment's length;
-//!   `close CODE REASON`, `panic` and `spin MS` as on `/echo`; anything else
+//!   `close CODE REASON`, `panic`, `spin MS` and `alloc MB` as on `/echo`;
+//!   anything else
 //!   comes back. Events of subscribed topics are sent as `T ID BODY` or
 //!   `T lagged N`. The close handler prints `h closed NAME: FRAME count C`.
 
@@ -62,6 +65,10 @@ impl WebSocketHandler for Echo {
                 let _ = ws.send(format!("spun {ms} ({})", x % 2)).await;
                 return;
             }
+            if let Some(mb) = text.strip_prefix("alloc ") {
+                let _ = ws.send(allocate(mb)).await;
+                return;
+            }
             if let Some(n) = text.strip_prefix("flood ") {
                 let padding = "x".repeat(1024);
                 for i in 0..n.parse().unwrap_or(0) {
@@ -86,6 +93,20 @@ impl WebSocketHandler for Echo {
             None => println!("closed without a frame"),
         }
     }
+}
+
+/// Allocates `mb` MiB, touches every page of it so the memory is really
+/// used, and keeps it for as long as the instance lives; past the app's
+/// memory cap the allocation fails and traps.
+fn allocate(mb: &str) -> String {
+    let mb: usize = mb.parse().unwrap_or(0);
+    let mut block = vec![0u8; mb << 20];
+    for i in (0..block.len()).step_by(4096) {
+        block[i] = 1;
+    }
+    let touched = block.iter().step_by(4096).filter(|b| **b == 1).count();
+    block.leak();
+    format!("allocated {mb} MiB ({touched} pages)")
 }
 
 /// A room on the pub/sub topic `room`, in loop style.
@@ -216,6 +237,7 @@ impl HibernatingHandler for Hibernating {
                 }
                 format!("spun {ms} ({})", x % 2)
             }
+            "alloc" => allocate(rest),
             "close" => {
                 let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
                 ws.close(code.parse().unwrap_or(1000), reason).await;
