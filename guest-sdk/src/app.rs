@@ -428,7 +428,7 @@ impl Application {
     /// cookie_secret = { env = "SITE_COOKIE_SECRET" }   # e.g. "2:new-secret,1:old-secret"
     /// ```
     pub fn cookie_secret_variable(mut self, name: &str) -> Self {
-        self.settings.cookie_secret_variable = Some(name.to_owned());
+        self.settings.cookie_secret = Some((name.to_owned(), crate::variables::get));
         self
     }
 

@@ -14,11 +14,20 @@ pub(crate) const XSRF_COOKIE: &str = "_xsrf";
 /// no other, as in Tornado's demos.
 pub(crate) const USER_COOKIE: &str = "user";
 
+/// Reads an app variable: [`crate::variables::get`].
+pub(crate) type ReadVariable = fn(&str) -> Option<String>;
+
 /// Settings requests consult: the cookie keys, whether XSRF is checked, the
 /// current user's cookie and where to log in.
 #[derive(Debug, Default)]
 pub(crate) struct Settings {
-    pub(crate) cookie_secret_variable: Option<String>,
+    /// The app variable holding the cookie secret, and the function that
+    /// reads variables. The function is set only by
+    /// [`Application::cookie_secret_variable`](crate::Application::cookie_secret_variable),
+    /// so a component whose application names no secret does not import
+    /// the host's variables interface: it stays smaller, and it runs on any
+    /// WASI host.
+    pub(crate) cookie_secret: Option<(String, ReadVariable)>,
     cookie_keys: OnceCell<Result<CookieKeys, HttpError>>,
     pub(crate) xsrf_cookies: bool,
     pub(crate) user_cookie: Option<String>,
@@ -30,12 +39,12 @@ impl Settings {
     pub(crate) fn cookie_keys(&self) -> Result<&CookieKeys, HttpError> {
         self.cookie_keys
             .get_or_init(|| {
-                let Some(name) = &self.cookie_secret_variable else {
+                let Some((name, read)) = &self.cookie_secret else {
                     return Err(HttpError::internal(
                         "signed cookies need Application::cookie_secret_variable",
                     ));
                 };
-                let value = crate::variables::get(name).ok_or_else(|| {
+                let value = read(name).ok_or_else(|| {
                     HttpError::internal(format!(
                         "signed cookies need the app variable `{name}` in the manifest"
                     ))

@@ -148,6 +148,43 @@ fn components_from_other_toolchains_run_unchanged() {
     );
 }
 
+/// The interfaces of `cyclone:platform` the component at `path` imports.
+fn platform_imports(path: &str) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut depth = 0;
+    let mut imports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        match payload.unwrap() {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            // The component's own imports, not those of what it nests.
+            wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
+                for import in section {
+                    let name = import.unwrap().name.name;
+                    if name.starts_with("cyclone:platform/") {
+                        imports.push(name.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    imports
+}
+
+#[test]
+fn sdk_components_import_only_the_platform_interfaces_they_use() {
+    // An application that names no cookie secret needs nothing of the
+    // platform: it runs on any WASI host, and no instance links more.
+    assert_eq!(platform_imports(components::LIMITS), Vec::<String>::new());
+    // One that signs cookies reads its secret from an app variable.
+    let tour = platform_imports(components::TOUR);
+    assert!(
+        tour.contains(&"cyclone:platform/variables@0.1.0".to_owned()),
+        "{tour:?}"
+    );
+}
+
 #[test]
 fn requests_reach_the_guest_whole() {
     let server = Cyclone::serve(components::PROBE);
