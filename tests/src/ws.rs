@@ -70,6 +70,12 @@ pub fn text(socket: &mut Socket) -> String {
     }
 }
 
+/// Sends the text `line` and returns the text answer.
+pub fn ask(socket: &mut Socket, line: &str) -> String {
+    socket.send(Message::text(line)).unwrap();
+    text(socket)
+}
+
 /// The close frame the server sends next.
 pub fn close_frame(socket: &mut Socket) -> (u16, String) {
     match next(socket) {

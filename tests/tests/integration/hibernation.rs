@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, pings_both_ways, text};
+use cyclone_tests::ws::{Socket, ask, close_frame, next, open, open_with, pings_both_ways, text};
 use cyclone_tests::{Cyclone, components, manifest};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -26,12 +26,6 @@ fn hibernating(server: &Cyclone, path: &str) -> Socket {
     let mut socket = open(server, path);
     assert_eq!(text(&mut socket), "opened 1");
     socket
-}
-
-/// Sends `line` and returns the answer.
-fn ask(socket: &mut Socket, line: &str) -> String {
-    socket.send(Message::text(line)).unwrap();
-    text(socket)
 }
 
 #[test]

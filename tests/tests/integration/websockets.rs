@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, pings_both_ways, text};
+use cyclone_tests::ws::{Socket, ask, close_frame, next, open, open_with, pings_both_ways, text};
 use cyclone_tests::{Cyclone, components, manifest};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -155,8 +155,10 @@ fn a_session_past_the_memory_cap_closes_with_1011_and_others_go_on() {
     // A live session's instance keeps what it allocated: 12 MiB twice fits
     // the 32 MiB cap, a third time does not.
     for _ in 0..2 {
-        hungry.send(Message::text("alloc 12")).unwrap();
-        assert_eq!(text(&mut hungry), "allocated 12 MiB (3072 pages)");
+        assert_eq!(
+            ask(&mut hungry, "alloc 12"),
+            "allocated 12 MiB (3072 pages)"
+        );
     }
     hungry.send(Message::text("alloc 12")).unwrap();
     assert_eq!(close_frame(&mut hungry).0, 1011);
@@ -164,11 +166,11 @@ fn a_session_past_the_memory_cap_closes_with_1011_and_others_go_on() {
         "memory allocation of 12582912 bytes failed",
         Duration::from_secs(5)
     ));
-    bystander.send(Message::text("alloc 12")).unwrap();
-    assert_eq!(text(&mut bystander), "allocated 12 MiB (3072 pages)");
-    let mut newcomer = open(&server, "/echo");
-    newcomer.send(Message::text("new")).unwrap();
-    assert_eq!(text(&mut newcomer), "new");
+    assert_eq!(
+        ask(&mut bystander, "alloc 12"),
+        "allocated 12 MiB (3072 pages)"
+    );
+    assert_eq!(ask(&mut open(&server, "/echo"), "new"), "new");
 }
 
 #[test]
