@@ -21,6 +21,21 @@ need_apt() {
     fi
 }
 
+# need_map_count N: raises vm.max_map_count to N when it is lower (as root;
+# otherwise says which sysctl to run and stops).
+need_map_count() {
+    local have
+    have=$(cat /proc/sys/vm/max_map_count 2>/dev/null) || return 0
+    [ "$have" -ge "$1" ] && return 0
+    if [ "$(id -u)" = 0 ]; then
+        echo "bench: raising vm.max_map_count from $have to $1" >&2
+        sysctl -qw "vm.max_map_count=$1"
+    else
+        echo "bench: vm.max_map_count is $have; this run needs $1 (sysctl -w vm.max_map_count=$1)" >&2
+        exit 1
+    fi
+}
+
 # need_wasmtime: wasmtime-cli $WASMTIME_VERSION in $cache (built from crates.io once).
 need_wasmtime() {
     wasmtime="$cache/bin/wasmtime"

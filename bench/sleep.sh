@@ -10,8 +10,9 @@
 #
 # Usage: bench/sleep.sh            (env: REQUESTS=10000 SLEEP_MS=2000)
 # Needs python3 (Tornado is installed with pip when missing) and wasmtime-cli
-# 48 (installed into bench/.cache when missing). Past ~10,000 instances
-# cyclone needs a larger vm.max_map_count (it says so at start-up).
+# 48 (installed into bench/.cache when missing). A WASI 0.3 pool of REQUESTS
+# instances needs about 10 memory mappings each: the script raises
+# vm.max_map_count when it is lower (as root; otherwise it says how).
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-10000}
@@ -23,6 +24,7 @@ python3 -c 'import tornado' 2>/dev/null || python3 -m pip install --quiet tornad
 
 cd "$root"
 pool=$((REQUESTS + 100))
+need_map_count $((pool * 10 + 2000))
 pooled_app limits "$pool" "timeout_ms = $((SLEEP_MS * 10))" "max_memory_mb = 16"
 cargo build --quiet --profile guest --target wasm32-wasip2 -p wasip3-probe
 probe="$root/target/wasm32-wasip2/guest/wasip3_probe.wasm"

@@ -453,7 +453,8 @@ impl Instances {
     }
 
     /// Takes an instance permit for a request on `target`: the route's
-    /// first, then the app's, then the shared one, so a backlog on one
+    /// first, then the app's, then the shared ones (as many as the app's
+    /// instances need of the pool: [`crate::service::Workers::slots`]), so a backlog on one
     /// route or app does not take the permits others need; a 503 (logged)
     /// when refused.
     pub(crate) async fn admit(&self, target: &Target, id: u64) -> Result<Permits, Box<Response>> {
@@ -471,7 +472,7 @@ impl Instances {
         };
         let route = gate(&target.admission, "route").await?;
         let app = gate(&target.app.admission, "app").await?;
-        match self.admission.admit().await {
+        match self.admission.admit_many(target.app.workers.slots()).await {
             Ok(permit) => Ok(Permits {
                 _route: route,
                 _app: app,
@@ -511,7 +512,7 @@ impl Instances {
         Some(Permits {
             _route: gate(&target.admission)?,
             _app: gate(&target.app.admission)?,
-            _shared: self.admission.try_admit()?,
+            _shared: self.admission.try_admit_many(target.app.workers.slots())?,
         })
     }
 }

@@ -24,6 +24,15 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables budgeted per component instance (Rust components have two).
 const TABLES_PER_COMPONENT: u32 = 4;
+/// Fiber stacks budgeted per instance of a WASI 0.3 component (a 0.2 call
+/// runs on one). A 0.3 instance runs its guest on a worker fiber, and a task
+/// that stops mid-call keeps that fiber while a new worker runs the rest of
+/// the instance's work: a Rust guest does so whenever it drops a pending host
+/// call (`subtask.cancel` blocks), as the chat example's long polls do when a
+/// message beats their timer, so such an instance holds two stacks at once.
+/// The third is for guest code the host starts (a `cabi_realloc`) that
+/// yields at an epoch tick meanwhile.
+const P3_STACKS_PER_INSTANCE: u32 = 3;
 /// Linear memory left mapped between instances of a pool slot, so the next
 /// instance reuses warm pages instead of faulting them in again.
 const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
@@ -86,6 +95,14 @@ pub enum Wasi {
 }
 
 impl Wasi {
+    /// Fiber stacks its engine's pool holds per instance slot.
+    pub fn stacks_per_instance(self) -> u32 {
+        match self {
+            Wasi::P2 => 1,
+            Wasi::P3 => P3_STACKS_PER_INSTANCE,
+        }
+    }
+
     /// The release's number, e.g. `0.3`.
     pub fn release(self) -> &'static str {
         match self {
@@ -142,8 +159,9 @@ const P3_HANDLER: &str = "wasi:http/handler@";
 /// path), so 0.2 components never pay for it. Each engine has its own pool
 /// of `server.max_instances` slots and its own epoch ticker; the
 /// process-wide instance gate keeps the sum within `max_instances`. A pool
-/// maps a fiber stack per slot when it is made, so a second engine is made
-/// only when `vm.max_map_count` has room for its pool too.
+/// maps its fiber stacks when it is made (one per slot for 0.2, three for
+/// 0.3), so an engine is made only when `vm.max_map_count` has room for its
+/// pool beside the other's.
 pub struct Engines {
     /// The 0.2 and the 0.3 engine, once made.
     made: std::sync::Mutex<[Option<Engine>; 2]>,
@@ -173,10 +191,17 @@ impl Engines {
         if let Some(engine) = &made[this] {
             return Ok(engine.clone());
         }
-        if made[other].is_some() {
-            crate::limits::check_map_count(self.server.max_instances, 2)
-                .map_err(|e| wasmtime::format_err!("WASI 0.2 and 0.3 apps side by side: {e}"))?;
-        }
+        let stacks = match made[other] {
+            Some(_) => Wasi::P2.stacks_per_instance() + Wasi::P3.stacks_per_instance(),
+            None => wasi.stacks_per_instance(),
+        };
+        crate::limits::check_map_count(self.server.max_instances, stacks).map_err(|e| {
+            if made[other].is_some() {
+                wasmtime::format_err!("WASI 0.2 and 0.3 apps side by side: {e}")
+            } else {
+                wasmtime::format_err!("WASI {} apps: {e}", wasi.release())
+            }
+        })?;
         let engine = new_engine(&self.server, self.max_memory_bytes, wasi)?;
         crate::limits::start_epoch_ticker(&engine);
         tracing::info!("WASI {} engine started", wasi.release());
@@ -199,7 +224,7 @@ fn new_engine(
         .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
-        .total_stacks(instances)
+        .total_stacks(instances.saturating_mul(wasi.stacks_per_instance()))
         .max_memory_size(max_memory_bytes)
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)

@@ -124,7 +124,13 @@ impl Admission {
 
     /// Takes a permit, waiting in the queue if none is free.
     pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Refused> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+        self.admit_many(1).await
+    }
+
+    /// Takes `n` permits at once, waiting in the queue while they are not
+    /// free.
+    pub async fn admit_many(&self, n: u32) -> Result<OwnedSemaphorePermit, Refused> {
+        if let Ok(permit) = self.permits.clone().try_acquire_many_owned(n) {
             return Ok(permit);
         }
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queued {
@@ -138,7 +144,7 @@ impl Admission {
         // Boxed: only a queued request pays for the timer, not every request's future.
         let wait = Box::pin(tokio::time::timeout(
             self.queue_timeout,
-            self.permits.clone().acquire_owned(),
+            self.permits.clone().acquire_many_owned(n),
         ));
         match wait.await {
             Ok(Ok(permit)) => Ok(permit),
@@ -167,7 +173,12 @@ impl Admission {
 
     /// Takes a permit if one is free, without queueing.
     pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+        self.try_admit_many(1)
+    }
+
+    /// Takes `n` permits if they are free, without queueing.
+    pub fn try_admit_many(&self, n: u32) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_many_owned(n).ok()
     }
 
     /// Permits free right now.
@@ -367,28 +378,29 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 pub const MAPS_PER_INSTANCE: u64 = 6;
 /// Mappings left for everything else the process maps (heap, code, threads).
 pub const MAPS_RESERVED: u64 = 2_000;
-/// Mappings an engine's pool holds for each slot from the start, used or
-/// not: a fiber stack and its guard page. Part of [`MAPS_PER_INSTANCE`];
-/// a second engine's pool adds them again for every slot.
-pub const MAPS_PER_SLOT: u64 = 2;
+/// Mappings a pool holds for each of its fiber stacks from the start, used or
+/// not: the stack and its guard page. One stack per instance is part of
+/// [`MAPS_PER_INSTANCE`]; every other stack of a slot adds these.
+pub const MAPS_PER_STACK: u64 = 2;
 
 /// Checks, on Linux, that `vm.max_map_count` leaves room for `max_instances`
-/// live instances with `engines` pools (one per WASI release in use). When
-/// the kernel runs out of mappings, even the host's own allocations fail and
-/// the process aborts, so too many instances must be refused up front, not
-/// discovered under load.
-pub fn check_map_count(max_instances: u32, engines: u64) -> Result<(), String> {
+/// live instances with `stacks` fiber stacks per instance slot (summed over
+/// the pools of the WASI releases in use). When the kernel runs out of
+/// mappings, even the host's own allocations fail and the process aborts,
+/// so too many instances must be refused up front, not discovered under
+/// load.
+pub fn check_map_count(max_instances: u32, stacks: u32) -> Result<(), String> {
     let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
         return Ok(());
     };
     let Ok(available) = text.trim().parse::<u64>() else {
         return Ok(());
     };
-    map_budget(max_instances, engines, available)
+    map_budget(max_instances, stacks, available)
 }
 
-fn map_budget(max_instances: u32, engines: u64, available: u64) -> Result<(), String> {
-    let per_instance = MAPS_PER_INSTANCE + engines.saturating_sub(1) * MAPS_PER_SLOT;
+fn map_budget(max_instances: u32, stacks: u32, available: u64) -> Result<(), String> {
+    let per_instance = MAPS_PER_INSTANCE + u64::from(stacks.saturating_sub(1)) * MAPS_PER_STACK;
     let needed = u64::from(max_instances) * per_instance + MAPS_RESERVED;
     if needed <= available {
         return Ok(());
@@ -723,11 +735,16 @@ mod tests {
     fn the_map_budget_covers_every_instance() {
         assert!(map_budget(1000, 1, 65_530).is_ok());
         assert!(map_budget(10_000, 1, 65_530).is_ok());
-        // Two pools (WASI 0.2 and 0.3 apps) map a stack per slot each.
-        assert!(map_budget(7_000, 2, 65_530).is_ok());
-        let err = map_budget(10_000, 2, 65_530).unwrap_err();
-        assert!(err.contains("needs about 82000 memory mappings"), "{err}");
-        assert!(err.contains("enough for 7941 instances"), "{err}");
+        // WASI 0.3 pools hold three stacks per slot: 10 mappings an instance.
+        assert!(map_budget(6_000, 3, 65_530).is_ok());
+        let err = map_budget(10_000, 3, 65_530).unwrap_err();
+        assert!(err.contains("needs about 102000 memory mappings"), "{err}");
+        assert!(err.contains("enough for 6353 instances"), "{err}");
+        // Both pools (WASI 0.2 and 0.3 apps side by side): 12.
+        assert!(map_budget(5_000, 4, 65_530).is_ok());
+        let err = map_budget(10_000, 4, 65_530).unwrap_err();
+        assert!(err.contains("needs about 122000 memory mappings"), "{err}");
+        assert!(err.contains("enough for 5294 instances"), "{err}");
         let err = map_budget(20_000, 1, 65_530).unwrap_err();
         assert!(err.contains("needs about 122000 memory mappings"), "{err}");
         assert!(err.contains("enough for 10588 instances"), "{err}");

@@ -8,17 +8,21 @@
 //! takes up to `max_concurrent` requests at once and `max_requests` in all,
 //! and ends after `idle_timeout_ms` without one.
 //!
-//! Bounds: a worker holds one set of instance permits (`max_instances`
-//! counts instances); a request waits for a free place in a worker or for a
-//! new instance's permits in the admission queue, whichever comes first.
+//! Bounds: a worker holds one set of instance permits (an app's or route's
+//! `max_instances` counts instances; the process-wide gate counts pool
+//! slots, several for an instance with reuse); a request waits for a free
+//! place in a worker or for a new instance's permits in the admission
+//! queue, whichever comes first.
 //!
 //! A worker runs on the thread that started it, as every task does on the
 //! server's single-threaded event loops. A request goes to a worker on its
 //! own thread, or to a new instance there when permits are free at once, and
 //! only then to a worker on another thread: a request handed across threads
 //! wakes both threads, for the job and for each part of its answer.
-//! Each request's call has the app's timeout; past it the request gets 504
-//! and its worker takes no more, and a worker ends at most one timeout after
+//! Each request's call has the app's timeout, and so does sending its
+//! response body, during which the request keeps its place in the worker;
+//! past it the request gets 504 (or its body is cut) and its worker takes
+//! no more, and a worker ends at most one timeout after
 //! its last request began, whatever its guest still does. The CPU budget
 //! starts over at each request a worker takes. A trap ends the worker and
 //! fails the requests inside it, no others.
@@ -51,12 +55,21 @@ use crate::response::Response;
 pub(crate) enum Answer {
     /// The guest's response. Its body reads from the instance; `failed`
     /// turns true before the instance is dropped for a failure, so a body
-    /// that ends then is known to be cut short.
-    Response(Response, Arc<AtomicBool>),
+    /// that ends then is known to be cut short. The body holds the
+    /// [`InFlight`] until it is sent.
+    Response(Response, Arc<AtomicBool>, InFlight),
     /// The guest answered with an error code.
     Code(ErrorCode),
     /// The call failed: a trap, the CPU budget, the timeout, no instance.
     Failed(GuestFailure),
+}
+
+/// Held by a response's body until the body is sent, or never will be:
+/// until then the request's task in the instance writes it, so the request
+/// counts as in flight (against `max_concurrent`, and for the instance's
+/// fiber stacks).
+pub(crate) struct InFlight {
+    _sent: oneshot::Sender<()>,
 }
 
 /// A request on its way to a worker.
@@ -124,6 +137,12 @@ impl Workers {
             open: Mutex::new(VecDeque::new()),
             freed: Notify::new(),
         }
+    }
+
+    /// Slots of the process-wide instance gate one instance takes: one, or
+    /// with reuse [`InstanceReuse::pool_slots`].
+    pub(crate) fn slots(&self) -> u32 {
+        self.reuse.map_or(1, |reuse| reuse.pool_slots())
     }
 
     /// Hands `request` to a worker of `target`'s app: one with room, or a
@@ -515,6 +534,7 @@ async fn serve(
         answer,
         id,
     } = job;
+    let (in_flight, body_gone) = oneshot::channel();
     let call = async {
         let (parts, body) = request.into_parts();
         let headers = accessor.with(|mut access| {
@@ -534,16 +554,31 @@ async fn serve(
             Ok(response) => Answer::Response(
                 accessor.with(|mut access| response.into_http(&mut access, io))?,
                 failed.clone(),
+                InFlight { _sent: in_flight },
             ),
             Err(code) => Answer::Code(code),
         })
     };
     let result = app.within_timeout(call).await;
-    deadlines.finished(start);
-    match result {
+    let served = match result {
         Ok(reply) => {
             let _ = answer.send(reply);
-            Ok(Served::Answered)
+            // The body is the request's too, within the same timeout.
+            let sent = match app.timeout {
+                Some(limit) => tokio::time::timeout_at(start + limit, body_gone)
+                    .await
+                    .is_ok(),
+                None => {
+                    let _ = body_gone.await;
+                    true
+                }
+            };
+            if sent {
+                Ok(Served::Answered)
+            } else {
+                tracing::warn!(request = id, app = %app.name(), "the response body was still being sent at the timeout: its instance takes no more requests");
+                Ok(Served::TimedOut)
+            }
         }
         Err(e) if e.is::<TimedOut>() => {
             let failure = GuestFailure::classify(&e, id, app.name());
@@ -551,5 +586,7 @@ async fn serve(
             Ok(Served::TimedOut)
         }
         Err(e) => Err(e),
-    }
+    };
+    deadlines.finished(start);
+    served
 }

@@ -185,7 +185,9 @@ pub struct InstanceReuse {
     /// Requests one instance serves before it retires (default 128).
     #[serde(default = "defaults::reuse_max_requests")]
     pub max_requests: u32,
-    /// Requests one instance serves at once (default 16).
+    /// Requests one instance serves at once (default 16). Each may hold a
+    /// fiber stack of the pool, so such an instance counts as
+    /// [`InstanceReuse::pool_slots`] of `server.max_instances`.
     #[serde(default = "defaults::reuse_max_concurrent")]
     pub max_concurrent: u32,
     /// How long an instance with no request waits for one before it ends,
@@ -198,6 +200,17 @@ impl InstanceReuse {
     /// How long an idle instance lives.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Slots of `server.max_instances` one such instance takes: as many as
+    /// cover the fiber stacks it may hold (one per request in flight and
+    /// the instance's own two; a slot of the WASI 0.3 pool brings
+    /// [`Wasi::stacks_per_instance`](crate::engine::Wasi::stacks_per_instance)),
+    /// so that requests that stop mid-call in one instance cannot take the
+    /// stacks other instances need. 6 by default.
+    pub fn pool_slots(&self) -> u32 {
+        (self.max_concurrent.saturating_add(2))
+            .div_ceil(crate::engine::Wasi::P3.stacks_per_instance())
     }
 }
 

@@ -229,6 +229,19 @@ impl Manifest {
             return Err(invalid("server.max_instances must be at least 1"));
         }
         let server = &manifest.server;
+        for (name, app) in &manifest.apps {
+            if let Some(reuse) = &app.instance_reuse
+                && reuse.pool_slots() > server.max_instances
+            {
+                return Err(invalid(format!(
+                    "app `{name}`: instance_reuse: an instance taking max_concurrent = {} requests \
+                     counts as {} of server.max_instances = {}: lower max_concurrent or raise max_instances",
+                    reuse.max_concurrent,
+                    reuse.pool_slots(),
+                    server.max_instances
+                )));
+            }
+        }
         if server.body_read_timeout_ms == 0
             || server.max_buffered_body_kb == 0
             || server.idle_timeout_secs == 0
@@ -417,6 +430,35 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_reused_instance_counts_as_the_pool_slots_its_stacks_need() {
+        let parse = |server: u32, reuse: &str| {
+            Manifest::parse(
+                &format!(
+                    "[server]\nmax_instances = {server}\n[apps.a]\ncomponent = \"a.wasm\"\n\
+                     routes = [\"/\"]\ninstance_reuse = {{ {reuse} }}\n"
+                ),
+                Path::new("."),
+            )
+        };
+        let m = parse(6, "").unwrap();
+        assert_eq!(m.apps["a"].instance_reuse.unwrap().pool_slots(), 6);
+        let m = parse(3, "max_concurrent = 7").unwrap();
+        assert_eq!(m.apps["a"].instance_reuse.unwrap().pool_slots(), 3);
+        assert_eq!(
+            parse(1, "max_concurrent = 1").unwrap().apps["a"]
+                .instance_reuse
+                .unwrap()
+                .pool_slots(),
+            1
+        );
+        let err = parse(5, "").unwrap_err().to_string();
+        assert!(
+            err.contains("counts as 6 of server.max_instances = 5"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::metrics::METRICS;
 use crate::response::{
     Response, bad_request, internal_error, request_timeout, too_large, unavailable,
 };
-use crate::service::Answer;
+use crate::service::{Answer, InFlight};
 
 /// Serves `req` on `target`'s app. Never fails: every failure is an error
 /// response.
@@ -200,7 +200,7 @@ async fn serve_p3(
         Err(response) => return *response,
     };
     match answer {
-        Answer::Response(response, failed) => {
+        Answer::Response(response, failed, in_flight) => {
             let (head, body) = response.into_parts();
             // The answer comes as soon as `handle` returns, and the guest
             // writes the body in a task of its own in the same store, on
@@ -211,7 +211,8 @@ async fn serve_p3(
             if !hyper::body::Body::is_end_stream(&body) {
                 tokio::task::yield_now().await;
             }
-            let body = GuestBody::new(body, Outcome::Instance(failed), abandoned, &head.headers);
+            let body = GuestBody::new(body, Outcome::Instance(failed), abandoned, &head.headers)
+                .in_flight(in_flight);
             Response::from_parts(head, body.boxed_unsync())
         }
         Answer::Code(code) => {
@@ -385,6 +386,9 @@ struct GuestBody {
     /// reading the body once they are sent, so that, not the body's end, is
     /// when the answer was delivered whole.
     owed: Option<u64>,
+    /// A WASI 0.3 request's place in its instance, given up once the body
+    /// is sent.
+    in_flight: Option<InFlight>,
 }
 
 /// How a [`GuestBody`] learns whether its guest failed.
@@ -413,7 +417,14 @@ impl GuestBody {
             outcome: Some(outcome),
             abandoned,
             owed,
+            in_flight: None,
         }
+    }
+
+    /// The body of a WASI 0.3 request that holds `in_flight` until sent.
+    fn in_flight(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 }
 
@@ -433,6 +444,7 @@ impl Body for GuestBody {
                 self.owed = Some(owed);
                 if owed == 0 {
                     self.abandoned.finished();
+                    self.in_flight = None;
                 }
             }
             return Poll::Ready(Some(frame));
@@ -444,6 +456,7 @@ impl Body for GuestBody {
         };
         self.outcome = None;
         self.abandoned.finished();
+        self.in_flight = None;
         Poll::Ready(if succeeded {
             None
         } else {

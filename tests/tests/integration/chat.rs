@@ -119,6 +119,27 @@ fn polls_past_their_route_cap_leave_instances_for_posts_and_pages() {
     assert_eq!(released, 10, "{answers:#?}");
 }
 
+#[test]
+fn a_post_releases_polls_that_fill_the_pool() {
+    // 19 waiting polls and the post take all 20 instances. Waking, each poll
+    // drops its 30 s timer; in a WASI 0.3 instance that cancel blocks the
+    // guest's task while its event loop goes on, on a second fiber stack.
+    let server = chat(&[
+        ("max_instances = 4200", "max_instances = 20"),
+        (
+            "{ route = \"/a/message/updates\", max_instances = 2000 }",
+            "{ route = \"/a/message/updates\", max_instances = 19 }",
+        ),
+    ]);
+    let pollers: Vec<TcpStream> = (0..19).map(|_| start_poll(&server, None)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    post(&server, "all");
+    for poller in pollers {
+        assert_eq!(messages(&finish(poller)).len(), 1);
+    }
+    assert!(!server.log().iter().any(|line| line.contains("fibers")));
+}
+
 /// Reads the whole answer of a request started by [`start_poll`]: its body.
 pub(crate) fn finish(stream: TcpStream) -> String {
     let answer = finish_raw(stream);

@@ -351,6 +351,51 @@ fn one_instance_takes_max_concurrent_requests_and_the_rest_wait() {
 }
 
 #[test]
+fn a_reused_instance_counts_as_the_pool_slots_its_fiber_stacks_need() {
+    // Seven requests at once, and the instance's own two, may each hold one
+    // of the pool's fiber stacks: three slots' worth, so two such instances
+    // fill a pool of six and a fifteenth request finds no place.
+    let (dir, path) = manifest(&format!(
+        "[server]\nmax_instances = 6\n\
+         [apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\n\
+         instance_reuse = {{ max_concurrent = 7, max_requests = 100 }}\n",
+        components::WASIP3_PROBE
+    ));
+    let server = Arc::new(Cyclone::serve(&path).keeping(dir));
+    let sleepers: Vec<_> = (0..14).map(|_| get(&server, "/sleep?ms=3000")).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // It waits for a place past the queue's timeout (1 s).
+    let (status, _, _) = get(&server, "/hello").join().unwrap();
+    assert_eq!(status, 503);
+    for sleeper in sleepers {
+        assert_eq!(sleeper.join().unwrap().0, 200);
+    }
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
+fn a_response_body_holds_its_place_in_a_reused_instance_until_sent() {
+    let (dir, path) = manifest(&format!(
+        "[server]\nqueue_timeout_ms = 10000\n\
+         [apps.probe]\ncomponent = {:?}\nroutes = [\"/...\"]\nmax_instances = 1\n\
+         instance_reuse = {{ max_concurrent = 1, max_requests = 100 }}\n",
+        components::WASIP3_PROBE
+    ));
+    let server = Arc::new(Cyclone::serve(&path).keeping(dir));
+    let streamer = {
+        let server = server.clone();
+        std::thread::spawn(move || server.get_lines_timed("/chunks?n=3&ms=300"))
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    // The head came at once; the body is still being written, 450 ms more.
+    let (status, _, waited) = get(&server, "/hello").join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(streamer.join().unwrap().len(), 3);
+    // The one place was taken until the body was sent.
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+}
+
+#[test]
 fn a_trap_in_a_reused_instance_fails_only_the_requests_inside_it() {
     let (dir, path) = manifest(&format!(
         "[apps.shared]\ncomponent = {:?}\nroutes = [\"/shared/...\"]\nmax_instances = 1\n\
@@ -539,36 +584,48 @@ fn long_polls_wait_side_by_side_in_one_reused_instance() {
 
 #[test]
 fn apps_of_both_releases_need_room_for_two_pools_and_are_refused_plainly_without_it() {
-    // Each release has its engine and its pool, which maps two regions per
-    // slot up front: an instance count that fits one pool but not two.
+    // Each release has its engine and its pool, which maps its fiber stacks
+    // up front (one per slot for 0.2, three for 0.3): about 6 mappings per
+    // instance for 0.2, 10 for 0.3 and 12 for both.
     let Some(available) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|text| text.trim().parse::<u64>().ok())
     else {
         return; // not Linux: no such limit
     };
-    let max_instances = (available - 2_000) / 7;
+    let serve = |max_instances: u64, apps: &[(&str, &str)]| {
+        let mut text = format!("[server]\nmax_instances = {max_instances}\n");
+        for (i, (name, component)) in apps.iter().enumerate() {
+            let route = if i + 1 == apps.len() {
+                "/..."
+            } else {
+                "/p3/..."
+            };
+            text += &format!("[apps.{name}]\ncomponent = {component:?}\nroutes = [\"{route}\"]\n");
+        }
+        manifest(&text)
+    };
+    let max_instances = (available - 2_000) / 11;
     assert!(
         max_instances < 200_000,
         "vm.max_map_count = {available} is too high for this test"
     );
-    let (_dir, path) = manifest(&format!(
-        "[server]\nmax_instances = {max_instances}\n\
-         [apps.p3]\ncomponent = {:?}\nroutes = [\"/p3/...\"]\n\
-         [apps.p2]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
-        components::WASIP3_PROBE,
-        components::PROBE,
-    ));
+    let (_dir, path) = serve(
+        max_instances,
+        &[("p3", components::WASIP3_PROBE), ("p2", components::PROBE)],
+    );
     crate::serve::assert_refuses(
         &["serve".as_ref(), path.as_os_str()],
         "WASI 0.2 and 0.3 apps side by side",
     );
     // One release alone fits.
-    let (_dir, path) = manifest(&format!(
-        "[server]\nmax_instances = {max_instances}\n\
-         [apps.p3]\ncomponent = {:?}\nroutes = [\"/...\"]\n",
-        components::WASIP3_PROBE,
-    ));
+    let (_dir, path) = serve(max_instances, &[("p3", components::WASIP3_PROBE)]);
     let server = Cyclone::serve(&path);
     assert_eq!(server.get("/hello").body, "hello from wasip3\n");
+    // A count that fits a 0.2 pool but not a 0.3 one.
+    let max_instances = (available - 2_000) / 8;
+    let (_dir, path) = serve(max_instances, &[("p3", components::WASIP3_PROBE)]);
+    crate::serve::assert_refuses(&["serve".as_ref(), path.as_os_str()], "WASI 0.3 apps: ");
+    let (_dir, path) = serve(max_instances, &[("p2", components::PROBE)]);
+    assert_eq!(Cyclone::serve(&path).get("/uri").status, 200);
 }
