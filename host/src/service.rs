@@ -352,9 +352,13 @@ async fn run(
             let mut calls = FuturesUnordered::new();
             calls.push(serve(accessor, &service, (first, first_start), &app, &failed, &deadlines));
             let mut queue_done = shared.is_none();
-            let mut idle_since = None;
+            let mut idle_since: Option<Instant> = None;
+            // One timer for the idle timeout, set again only when it fires: a
+            // timer armed each time the worker goes idle would cost a request
+            // a timer registration and, as the earliest timer, a wake of the
+            // event loop.
+            let mut idle_timer = shared.is_some().then(|| Box::pin(tokio::time::sleep(idle)));
             loop {
-                let idle_deadline = idle_since.map(|since: Instant| since + idle);
                 tokio::select! {
                     Some(served) = calls.next(), if !calls.is_empty() => {
                         let served = served?;
@@ -378,10 +382,25 @@ async fn run(
                         }
                         None => queue_done = true,
                     },
-                    () = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() => {
-                        idle_since = None;
-                        if let Some(shared) = &shared {
-                            app.workers.close(&shared.load);
+                    () = std::future::poll_fn(|cx| match &mut idle_timer {
+                        Some(timer) => timer.as_mut().poll(cx),
+                        None => std::task::Poll::Pending,
+                    }), if idle_timer.is_some() => {
+                        let now = Instant::now();
+                        match idle_since {
+                            Some(since) if now >= since + idle => {
+                                idle_since = None;
+                                idle_timer = None;
+                                if let Some(shared) = &shared {
+                                    app.workers.close(&shared.load);
+                                }
+                            }
+                            since => {
+                                let due = since.map_or(now + idle, |since| since + idle);
+                                if let Some(timer) = &mut idle_timer {
+                                    timer.as_mut().reset(due);
+                                }
+                            }
                         }
                     }
                 }
@@ -550,7 +569,7 @@ async fn serve(
             None,
             body,
         );
-        wasmtime::Result::Ok(match service.handle(accessor, request).await? {
+        wasmtime::Result::<Answer>::Ok(match service.handle(accessor, request).await? {
             Ok(response) => Answer::Response(
                 accessor.with(|mut access| response.into_http(&mut access, io))?,
                 failed.clone(),
@@ -559,30 +578,33 @@ async fn serve(
             Err(code) => Answer::Code(code),
         })
     };
-    let result = app.within_timeout(call).await;
-    let served = match result {
-        Ok(reply) => {
-            let _ = answer.send(reply);
-            // The body is the request's too, within the same timeout.
-            let sent = match app.timeout {
-                Some(limit) => tokio::time::timeout_at(start + limit, body_gone)
-                    .await
-                    .is_ok(),
-                None => {
-                    let _ = body_gone.await;
-                    true
-                }
-            };
-            if sent {
-                Ok(Served::Answered)
-            } else {
-                tracing::warn!(request = id, app = %app.name(), "the response body was still being sent at the timeout: its instance takes no more requests");
-                Ok(Served::TimedOut)
+    // The answer goes back as soon as `handle` returns; the body is the
+    // request's too, within the same timeout.
+    let mut answer = Some(answer);
+    let result = app
+        .within_timeout(async {
+            let reply = call.await?;
+            if let Some(answer) = answer.take() {
+                let _ = answer.send(reply);
             }
-        }
+            let _ = body_gone.await;
+            Ok(())
+        })
+        .await;
+    let served = match result {
+        Ok(()) => Ok(Served::Answered),
         Err(e) if e.is::<TimedOut>() => {
-            let failure = GuestFailure::classify(&e, id, app.name());
-            let _ = answer.send(Answer::Failed(failure));
+            match answer {
+                Some(answer) => {
+                    let failure = GuestFailure::classify(&e, id, app.name());
+                    let _ = answer.send(Answer::Failed(failure));
+                }
+                None => tracing::warn!(
+                    request = id,
+                    app = %app.name(),
+                    "the response body was still being sent at the timeout: its instance takes no more requests"
+                ),
+            }
             Ok(Served::TimedOut)
         }
         Err(e) => Err(e),
