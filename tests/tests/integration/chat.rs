@@ -31,6 +31,20 @@ pub(crate) fn chat(edits: &[(&str, &str)]) -> Cyclone {
     Cyclone::serve(&path).keeping(dir)
 }
 
+/// The chat example with a pool of `pool` instances, of which waiting polls
+/// may hold `polls`.
+fn chat_capped(pool: u32, polls: u32) -> Cyclone {
+    let pool = format!("max_instances = {pool}");
+    let polls = format!("{{ route = \"/a/message/updates\", max_instances = {polls} }}");
+    chat(&[
+        ("max_instances = 4200", &pool),
+        (
+            "{ route = \"/a/message/updates\", max_instances = 2000 }",
+            &polls,
+        ),
+    ])
+}
+
 /// Posts a message; returns its id.
 pub(crate) fn post(server: &Cyclone, body: &str) -> u64 {
     let reply = server.request(
@@ -92,13 +106,7 @@ pub(crate) fn start_poll(server: &Cyclone, cursor: Option<u64>) -> TcpStream {
 #[test]
 fn polls_past_their_route_cap_leave_instances_for_posts_and_pages() {
     // A pool of 20, of which waiting polls may hold 10.
-    let server = chat(&[
-        ("max_instances = 4200", "max_instances = 20"),
-        (
-            "{ route = \"/a/message/updates\", max_instances = 2000 }",
-            "{ route = \"/a/message/updates\", max_instances = 10 }",
-        ),
-    ]);
+    let server = chat_capped(20, 10);
     // 30 polls: 10 wait in instances; the other 20 queue for the route's
     // permits and get 503 after the queue timeout (1 s).
     let pollers: Vec<TcpStream> = (0..30).map(|_| start_poll(&server, None)).collect();
@@ -124,13 +132,7 @@ fn a_post_releases_polls_that_fill_the_pool() {
     // 19 waiting polls and the post take all 20 instances. Waking, each poll
     // drops its 30 s timer; in a WASI 0.3 instance that cancel blocks the
     // guest's task while its event loop goes on, on a second fiber stack.
-    let server = chat(&[
-        ("max_instances = 4200", "max_instances = 20"),
-        (
-            "{ route = \"/a/message/updates\", max_instances = 2000 }",
-            "{ route = \"/a/message/updates\", max_instances = 19 }",
-        ),
-    ]);
+    let server = chat_capped(20, 19);
     let pollers: Vec<TcpStream> = (0..19).map(|_| start_poll(&server, None)).collect();
     std::thread::sleep(Duration::from_millis(500));
     post(&server, "all");
