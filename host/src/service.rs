@@ -389,7 +389,6 @@ async fn run(
                         let now = Instant::now();
                         match idle_since {
                             Some(since) if now >= since + idle => {
-                                idle_since = None;
                                 idle_timer = None;
                                 if let Some(shared) = &shared {
                                     app.workers.close(&shared.load);
