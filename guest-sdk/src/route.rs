@@ -8,18 +8,34 @@
 
 use std::fmt;
 
-/// A parsed route pattern.
+/// A checked route pattern. It keeps only its text and reads the segments
+/// from it as it matches: every request builds its app's routes, and each
+/// allocation here is heap an instance keeps while it waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pattern {
-    text: String,
-    segments: Vec<Segment>,
+    /// Starts with `/`.
+    text: Box<str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(String),
-    Rest(String),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment<'a> {
+    Literal(&'a str),
+    Param(&'a str),
+    Rest(&'a str),
+}
+
+/// The segments of `text`, a pattern that starts with `/` (`/` is one empty
+/// literal segment).
+fn segments(text: &str) -> impl Iterator<Item = Segment<'_>> {
+    text[1..].split('/').map(|part| {
+        match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(inner) => match inner.strip_prefix('*') {
+                Some(name) => Segment::Rest(name),
+                None => Segment::Param(inner),
+            },
+            None => Segment::Literal(part),
+        }
+    })
 }
 
 /// Why a pattern is malformed; a programming error, so the app panics with it.
@@ -36,47 +52,35 @@ impl Pattern {
     /// Parses `text`, e.g. `/users/{id}` or `/static/{*path}`.
     pub(crate) fn parse(text: &str) -> Result<Self, PatternError> {
         let error = |what: &str| PatternError(format!("route `{text}`: {what}"));
-        let Some(rest) = text.strip_prefix('/') else {
+        if !text.starts_with('/') {
             return Err(error("must start with `/`"));
-        };
-        // `/` is one empty literal segment.
-        let parts: Vec<&str> = rest.split('/').collect();
-        let mut segments = Vec::with_capacity(parts.len());
+        }
         let mut names = Vec::new();
-        for (i, part) in parts.iter().enumerate() {
-            let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                Some(inner) => {
-                    let (rest, name) = match inner.strip_prefix('*') {
-                        Some(name) => (true, name),
-                        None => (false, inner),
-                    };
-                    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-                        return Err(error("parameter names are letters, digits and `_`"));
-                    }
-                    if names.contains(&name) {
-                        return Err(error(&format!("parameter `{name}` appears twice")));
-                    }
-                    names.push(name);
-                    if rest && i + 1 != parts.len() {
-                        return Err(error("a `{*rest}` wildcard must be the last segment"));
-                    }
-                    if rest {
-                        Segment::Rest(name.to_owned())
-                    } else {
-                        Segment::Param(name.to_owned())
-                    }
-                }
-                None if part.contains(['{', '}']) => {
+        let mut after_rest = false;
+        for segment in segments(text) {
+            if after_rest {
+                return Err(error("a `{*rest}` wildcard must be the last segment"));
+            }
+            let name = match segment {
+                Segment::Literal(part) if part.contains(['{', '}']) => {
                     return Err(error("a parameter must be a whole segment, like `{id}`"));
                 }
-                None => Segment::Literal((*part).to_owned()),
+                Segment::Literal(_) => continue,
+                Segment::Param(name) => name,
+                Segment::Rest(name) => {
+                    after_rest = true;
+                    name
+                }
             };
-            segments.push(segment);
+            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                return Err(error("parameter names are letters, digits and `_`"));
+            }
+            if names.contains(&name) {
+                return Err(error(&format!("parameter `{name}` appears twice")));
+            }
+            names.push(name);
         }
-        Ok(Self {
-            text: text.to_owned(),
-            segments,
-        })
+        Ok(Self { text: text.into() })
     }
 
     /// The pattern as written.
@@ -90,10 +94,10 @@ impl Pattern {
         // once the last segment is used up (so `/users/` leaves `Some("")`).
         let mut remaining = Some(path.strip_prefix('/')?);
         let mut params = Vec::new();
-        for segment in &self.segments {
+        for segment in segments(&self.text) {
             let rest = remaining?;
             if let Segment::Rest(name) = segment {
-                params.push((name.clone(), decode(rest)));
+                params.push((name.to_owned(), decode(rest)));
                 return Some(params);
             }
             let (part, tail) = match rest.split_once('/') {
@@ -103,7 +107,7 @@ impl Pattern {
             match segment {
                 Segment::Literal(literal) if literal == part => {}
                 Segment::Param(name) if !part.is_empty() => {
-                    params.push((name.clone(), decode(part)));
+                    params.push((name.to_owned(), decode(part)));
                 }
                 _ => return None,
             }
