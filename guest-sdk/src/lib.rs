@@ -73,6 +73,12 @@ pub mod client;
 mod cookies;
 mod error;
 pub mod guide;
+#[cfg(all(
+    feature = "paged-heap",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+mod heap;
 mod hibernation;
 pub mod kv;
 pub mod pubsub;
