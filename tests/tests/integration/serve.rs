@@ -562,3 +562,13 @@ fn an_internal_error_shows_the_client_nothing_and_logs_the_detail() {
     assert_eq!(reply.body, "500 Internal Server Error\n");
     assert!(server.wait_for_log("the database password is hunter2", Duration::from_secs(10)));
 }
+
+#[test]
+fn c_code_in_a_component_allocates_with_the_sdk_heap() {
+    // The SDK supplies C's `malloc` and its kin; C code linked into a
+    // component (here called directly) gets aligned, zeroed, kept and
+    // disjoint blocks from them, and its bad arguments are refused.
+    let server = Cyclone::serve(components::PROBE);
+    let reply = server.get("/c-heap");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+}

@@ -10,6 +10,8 @@
 //! `exists`, `incr` by `n`, `cas` from `expected` (absent: none) to the
 //! body, `keys`, `json`, `batch`), answering its result, or
 //! `error: KIND(...)` with status 200 so tests see the SDK's error value.
+//! `/c-heap` calls C's allocation functions (as C code linked into a
+//! component would) and answers `ok` or the first check that failed.
 
 use cyclone_sdk::{HttpError, Request, Response};
 
@@ -102,8 +104,108 @@ async fn handle(req: Request) -> Result<Response, HttpError> {
             Ok(answer) => answer,
             Err(e) => format!("error: {e:?}"),
         })),
+        "/c-heap" => Ok(Response::text(c_heap().err().unwrap_or("ok"))),
         _ => Err(HttpError::not_found()),
     }
+}
+
+unsafe extern "C" {
+    fn malloc(size: usize) -> *mut u8;
+    fn calloc(count: usize, size: usize) -> *mut u8;
+    fn realloc(ptr: *mut u8, size: usize) -> *mut u8;
+    fn free(ptr: *mut u8);
+    fn aligned_alloc(align: usize, size: usize) -> *mut u8;
+    fn posix_memalign(out: *mut *mut u8, align: usize, size: usize) -> i32;
+    fn malloc_usable_size(ptr: *mut u8) -> usize;
+}
+
+/// Checks C's allocation functions: alignment, zeroing, contents kept by
+/// `realloc`, refused arguments, and blocks that do not overlap.
+fn c_heap() -> Result<(), &'static str> {
+    fn check(ok: bool, what: &'static str) -> Result<(), &'static str> {
+        if ok { Ok(()) } else { Err(what) }
+    }
+    // SAFETY: each block is used within its size and freed once.
+    unsafe {
+        // Each block is filled with its own byte: its number.
+        let mut blocks: Vec<(*mut u8, usize)> = Vec::new();
+        for align in [16usize, 32, 64, 256, 4096, 65536] {
+            for size in [0usize, 1, 24, 1000, 70_000] {
+                let p = aligned_alloc(align, size);
+                check(!p.is_null(), "aligned_alloc gave null")?;
+                check(p.addr().is_multiple_of(align), "aligned_alloc misaligned")?;
+                check(malloc_usable_size(p) >= size, "usable size too small")?;
+                p.write_bytes(blocks.len() as u8, size);
+                blocks.push((p, size));
+                let mut q = std::ptr::null_mut();
+                check(
+                    posix_memalign(&mut q, align, size) == 0,
+                    "posix_memalign failed",
+                )?;
+                check(q.addr().is_multiple_of(align), "posix_memalign misaligned")?;
+                q.write_bytes(blocks.len() as u8, size);
+                blocks.push((q, size));
+            }
+        }
+        for size in [1usize, 17, 4095, 100_000] {
+            let z = calloc(size, 3);
+            check(!z.is_null() && z.addr().is_multiple_of(16), "calloc")?;
+            check((0..size * 3).all(|k| *z.add(k) == 0), "calloc not zeroed")?;
+            z.write_bytes(0xAB, size * 3);
+            free(z);
+            let m = malloc(size);
+            check(!m.is_null() && m.addr().is_multiple_of(16), "malloc")?;
+            for k in 0..size {
+                *m.add(k) = k as u8;
+            }
+            let grown = realloc(m, size * 5);
+            check(!grown.is_null(), "realloc gave null")?;
+            check(
+                (0..size).all(|k| *grown.add(k) == k as u8),
+                "realloc lost bytes",
+            )?;
+            let shrunk = realloc(grown, size / 2 + 1);
+            check(
+                (0..=size / 2).all(|k| *shrunk.add(k) == k as u8),
+                "shrink lost bytes",
+            )?;
+            free(shrunk);
+        }
+        for (n, &(p, size)) in blocks.iter().enumerate() {
+            check(
+                (0..size).all(|k| *p.add(k) == n as u8),
+                "a block was overwritten by another",
+            )?;
+            if n % 2 == 0 {
+                free(p);
+            }
+        }
+        for &(p, _) in blocks.iter().skip(1).step_by(2) {
+            free(p);
+        }
+        let mut out = std::ptr::null_mut();
+        check(
+            posix_memalign(&mut out, 24, 8) == 28,
+            "posix_memalign took align 24",
+        )?;
+        // `black_box`: the compiler may drop an allocation whose pointer
+        // is only compared with null, and assume it succeeded.
+        use std::hint::black_box;
+        check(
+            black_box(aligned_alloc(3, 8)).is_null(),
+            "aligned_alloc took align 3",
+        )?;
+        check(
+            black_box(calloc(usize::MAX / 2, 3)).is_null(),
+            "calloc overflowed",
+        )?;
+        check(
+            black_box(malloc(usize::MAX - 8)).is_null(),
+            "malloc took usize::MAX",
+        )?;
+        free(std::ptr::null_mut());
+    }
+    Ok(())
 }
 
 /// One key-value call, from `/kv`'s query.
