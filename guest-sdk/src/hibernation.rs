@@ -46,6 +46,12 @@ use crate::{HttpError, Request};
     reason = "a guest runs one event on one thread; handler futures need not be Send"
 )]
 pub trait HibernatingHandler: 'static {
+    /// Whether [`on_close`](Self::on_close) runs when a session ends. Set
+    /// it to `false` when the handler has nothing to do then: the host ends
+    /// each session without starting an instance for it, which matters when
+    /// thousands of sessions end at once.
+    const ON_CLOSE: bool = true;
+
     /// Runs before the handshake completes; an error refuses the session
     /// with that error's page. Accepts by default.
     async fn connect(&mut self, req: &mut Request) -> Result<(), HttpError> {
@@ -74,7 +80,8 @@ pub trait HibernatingHandler: 'static {
     }
 
     /// Runs once when the session is over, whoever closed it, with the
-    /// peer's close frame if it sent one. Sends fail here.
+    /// peer's close frame if it sent one, unless [`ON_CLOSE`](Self::ON_CLOSE)
+    /// is `false`. Sends fail here.
     async fn on_close(&mut self, ws: &HibernatingSocket, frame: Option<&CloseFrame>) {
         let _ = (ws, frame);
     }
@@ -234,6 +241,8 @@ type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// A [`HibernatingHandler`] behind a pointer.
 #[cfg_attr(feature = "wasip3", allow(dead_code))]
 pub(crate) trait HibernatingEndpoint {
+    /// [`HibernatingHandler::ON_CLOSE`].
+    fn runs_on_close(&self) -> bool;
     fn connect<'a>(&'a mut self, req: &'a mut Request) -> LocalFuture<'a, Result<(), HttpError>>;
     fn open<'a>(
         &'a mut self,
@@ -259,6 +268,10 @@ pub(crate) trait HibernatingEndpoint {
 }
 
 impl<H: HibernatingHandler> HibernatingEndpoint for H {
+    fn runs_on_close(&self) -> bool {
+        H::ON_CLOSE
+    }
+
     fn connect<'a>(&'a mut self, req: &'a mut Request) -> LocalFuture<'a, Result<(), HttpError>> {
         Box::pin(HibernatingHandler::connect(self, req))
     }
@@ -301,7 +314,7 @@ impl<H: HibernatingHandler> HibernatingEndpoint for H {
 #[cfg(not(feature = "wasip3"))]
 pub mod exports {
     use super::*;
-    use crate::bindings::exports::cyclone::platform::hibernating_handler::Decision;
+    use crate::bindings::exports::cyclone::platform::hibernating_handler::{Decision, Keep};
 
     /// The hibernating session this instance accepted, kept from `connect`
     /// until `on-open`.
@@ -328,8 +341,11 @@ pub mod exports {
                     Decision::Live
                 }
                 Ok(crate::websocket::Accepted::Hibernating(endpoint, request)) => {
+                    let keep = Keep {
+                        on_close: endpoint.runs_on_close(),
+                    };
                     OPENED.with(|slot| *slot.borrow_mut() = Some(Opened { endpoint, request }));
-                    Decision::Hibernate
+                    Decision::Hibernate(keep)
                 }
                 Err(response) => Decision::Refuse(crate::websocket::refusal(response)),
             }

@@ -269,6 +269,9 @@ impl ChatSocket {
 }
 
 impl HibernatingHandler for ChatSocket {
+    // Nothing to do when a session ends: no instance for it.
+    const ON_CLOSE: bool = false;
+
     async fn open(&mut self, ws: &HibernatingSocket, _req: &mut Request) {
         let room = match Room::open() {
             Ok(room) => room,

@@ -26,6 +26,9 @@ impl WebSocketHandler for Echo {
 struct HibernatingEcho;
 
 impl HibernatingHandler for HibernatingEcho {
+    // Nothing to do when a session ends: no instance for it.
+    const ON_CLOSE: bool = false;
+
     async fn on_message(&mut self, ws: &HibernatingSocket, message: Message) {
         let _ = ws.send(message).await;
     }

@@ -87,6 +87,9 @@ pub(crate) struct Kept {
     /// The frame to close with after a protocol error, raw.
     error_frame: Option<CloseFrame>,
     write_timeout: Duration,
+    /// Whether the session's end runs `on-close` (the guest may say it has
+    /// none; true until it does).
+    pub(crate) on_close: bool,
 }
 
 /// What woke an idle keeper.
@@ -118,6 +121,7 @@ impl Kept {
             peer_frame: None,
             error_frame: None,
             write_timeout: ping.map_or(WRITE_TIMEOUT, |ping| ping * 2),
+            on_close: true,
         }
     }
 
@@ -465,12 +469,20 @@ impl Kept {
     }
 
     /// Closes the connection after it ended with `ending`, then runs
-    /// `on-close` once and logs how the session ended.
+    /// `on-close` once (unless the guest has none) and logs how the session
+    /// ended.
     async fn end(mut self, ws: Connection, ending: Ending) {
         if let Some(frame) = self.error_frame.take() {
             close_after_error(ws, frame).await;
         } else {
             drop(ws);
+        }
+        if !self.on_close {
+            tracing::info!(
+                request = self.id, app = %self.app().name(),
+                "websocket session ended ({ending}); no close handler"
+            );
+            return;
         }
         let frame = self.peer_frame.take().map(|frame| wit::CloseFrame {
             code: frame.code.into(),

@@ -95,10 +95,11 @@ pub(crate) async fn live(opening: Opening) {
             drop(held);
         }
         Accepted::Hibernate(opened) => {
-            let (guest, path) = *opened;
+            let (guest, path, on_close) = *opened;
             // Boxed: this task's future must not keep room for a
             // hibernating session's opening, which it never runs.
-            let kept = Kept::new(target, instances, id, &path, export.ping);
+            let mut kept = Kept::new(target, instances, id, &path, export.ping);
+            kept.on_close = on_close;
             Box::pin(kept.open(store, guest, ws, going_away, held)).await;
         }
     }
@@ -108,10 +109,9 @@ pub(crate) async fn live(opening: Opening) {
 enum Accepted {
     /// `run` owns it on the instance that accepted it.
     Live(Guest),
-    /// The host keeps it, and runs the guest per event.
-    /// The host keeps it, and runs the guest per event; the path it was
-    /// opened at.
-    Hibernate(Box<(EventGuest, String)>),
+    /// The host keeps it, and runs the guest per event: the path it was
+    /// opened at, and whether its end runs `on-close`.
+    Hibernate(Box<(EventGuest, String, bool)>),
 }
 
 /// The guest's answer to a handshake.
@@ -149,9 +149,10 @@ async fn connect(
                 EventDecision::Live => {
                     Ok(Accepted::Live(export.indices.load(&mut store, &instance)?))
                 }
-                EventDecision::Hibernate => {
+                EventDecision::Hibernate(keep) => {
                     let path = request.path_with_query.split('?').next().unwrap_or("/");
-                    Ok(Accepted::Hibernate(Box::new((guest, path.to_owned()))))
+                    let opened = (guest, path.to_owned(), keep.on_close);
+                    Ok(Accepted::Hibernate(Box::new(opened)))
                 }
             })
         })

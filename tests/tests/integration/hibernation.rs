@@ -192,6 +192,37 @@ fn the_close_handler_runs_once_for_each_way_a_session_ends() {
 }
 
 #[test]
+fn a_handler_that_says_it_has_no_close_handler_ends_without_an_instance() {
+    let server = sockets("");
+    // The peer closes one session, and cuts another's connection.
+    let mut closed = open(&server, "/quiet");
+    assert_eq!(ask(&mut closed, "one"), "one");
+    closed.close(None).unwrap();
+    assert!(matches!(next(&mut closed), Message::Close(_)));
+    let mut lost = open(&server, "/quiet");
+    assert_eq!(ask(&mut lost, "two"), "two");
+    lost.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+    drop(lost);
+    for ending in ["closed", "connection lost"] {
+        assert!(server.wait_for_log(
+            &format!("websocket session ended ({ending}); no close handler"),
+            Duration::from_secs(10)
+        ));
+    }
+    // Its `on_close` would print this, had the host started an instance
+    // for it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|line| line.contains("quiet close ran")),
+        "{:?}",
+        server.log()
+    );
+}
+
+#[test]
 fn shutdown_closes_with_1001_and_runs_the_close_handler() {
     let mut server = sockets("");
     let mut socket = hibernating(&server, "/h/leaving");

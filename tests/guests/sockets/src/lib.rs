@@ -34,6 +34,9 @@
 //!   anything else
 //!   comes back. Events of subscribed topics are sent as `T ID BODY` or
 //!   `T lagged N`. The close handler prints `h closed NAME: FRAME count C`.
+//! - `/quiet`: a hibernating session that sends every message back and says
+//!   it has no close handler (`ON_CLOSE = false`); its `on_close`, which
+//!   must never run, prints `quiet close ran`.
 
 use cyclone_sdk::pubsub::{self, Event};
 use cyclone_sdk::time::{Either, select};
@@ -162,6 +165,21 @@ static EVENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(
 
 /// A hibernating session whose state lives in its attachment.
 struct Hibernating;
+
+/// A hibernating echo that tells the host not to run its close handler.
+struct Quiet;
+
+impl HibernatingHandler for Quiet {
+    const ON_CLOSE: bool = false;
+
+    async fn on_message(&mut self, ws: &HibernatingSocket, message: Message) {
+        let _ = ws.send(message).await;
+    }
+
+    async fn on_close(&mut self, _ws: &HibernatingSocket, _frame: Option<&CloseFrame>) {
+        println!("quiet close ran");
+    }
+}
 
 impl Hibernating {
     /// Counts this event; how many this instance has run.
@@ -354,6 +372,7 @@ fn app() -> Application {
         .websocket("/room", Room)
         .websocket("/private", Private)
         .hibernating("/h/{name}", Hibernating)
+        .hibernating("/quiet", Quiet)
         .get("/plain", plain)
         .get("/lag", lag)
         .get("/{app}/publish", publish)
