@@ -147,6 +147,32 @@ pub struct WebSocketExport {
     pub sessions: Arc<tokio::sync::Semaphore>,
 }
 
+/// The indices of an export the component may leave out: none when it
+/// exports no interface named `interface` (any version), an error naming
+/// it when it exports one whose types are not this host's (a component
+/// built with another release's SDK).
+fn optional_export<T>(
+    component: &Component,
+    interface: &str,
+    found: wasmtime::Result<T>,
+) -> wasmtime::Result<Option<T>> {
+    let error = match found {
+        Ok(indices) => return Ok(Some(indices)),
+        Err(error) => error,
+    };
+    let exported = component
+        .component_type()
+        .exports(component.engine())
+        .find(|(name, _)| name.starts_with(interface))
+        .map(|(name, _)| name.to_owned());
+    match exported {
+        None => Ok(None),
+        Some(name) => Err(error.context(format!(
+            "it exports {name} with other types than this cyclone's; rebuild it with this release's cyclone-sdk"
+        ))),
+    }
+}
+
 impl App {
     /// Links `component`, which serves `wasi` HTTP, and checks its export.
     pub fn new(
@@ -161,23 +187,36 @@ impl App {
         let linker = linker_for(component.engine(), component, wasi)?;
         let instance_pre = linker.instantiate_pre(component)?;
         // Sessions are a WASI 0.2 export: its calls are synchronous.
-        let websocket = (wasi == Wasi::P2)
-            .then(|| GuestIndices::new(&instance_pre).ok())
-            .flatten()
-            .map(|indices| WebSocketExport {
-                indices,
-                events: EventIndices::new(&instance_pre).ok(),
-                max_message: config.websocket_max_message_bytes(),
-                allowed_origins: config
-                    .websocket_allowed_origins
-                    .iter()
-                    .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
-                    .collect(),
-                ping: config.websocket_ping(),
-                sessions: Arc::new(tokio::sync::Semaphore::new(
-                    config.websocket_max_sessions as usize,
-                )),
-            });
+        let websocket = match wasi {
+            Wasi::P2 => optional_export(
+                component,
+                "cyclone:platform/websocket-handler@",
+                GuestIndices::new(&instance_pre),
+            )?,
+            Wasi::P3 => None,
+        };
+        let events = match websocket {
+            Some(_) => optional_export(
+                component,
+                "cyclone:platform/hibernating-handler@",
+                EventIndices::new(&instance_pre),
+            )?,
+            None => None,
+        };
+        let websocket = websocket.map(|indices| WebSocketExport {
+            indices,
+            events,
+            max_message: config.websocket_max_message_bytes(),
+            allowed_origins: config
+                .websocket_allowed_origins
+                .iter()
+                .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            ping: config.websocket_ping(),
+            sessions: Arc::new(tokio::sync::Semaphore::new(
+                config.websocket_max_sessions as usize,
+            )),
+        });
         let pre = match wasi {
             Wasi::P2 => Handler::P2(ProxyPre::new(instance_pre)?),
             Wasi::P3 => Handler::P3(ServicePre::new(instance_pre)?),
@@ -514,5 +553,51 @@ impl Instances {
             _app: gate(&target.app.admission)?,
             _shared: self.admission.try_admit_many(target.app.workers.slots())?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::component::Linker;
+
+    fn component(wat: &str) -> Component {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        Component::new(&engine, wat::parse_str(wat).unwrap()).unwrap()
+    }
+
+    fn events(component: &Component) -> wasmtime::Result<Option<EventIndices>> {
+        let pre = Linker::<()>::new(component.engine())
+            .instantiate_pre(component)
+            .unwrap();
+        optional_export(
+            component,
+            "cyclone:platform/hibernating-handler@",
+            EventIndices::new(&pre),
+        )
+    }
+
+    #[test]
+    fn an_optional_export_with_other_types_is_an_error_that_names_it() {
+        // A hibernating handler from another release: one function, of
+        // another type than this host's `on-close`.
+        let other = component(
+            r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $handler (export "on-close" (func $f)))
+                (export "cyclone:platform/hibernating-handler@0.1.0" (instance $handler)))"#,
+        );
+        let message = format!("{:#}", events(&other).err().expect("refused"));
+        assert!(
+            message
+                .contains("it exports cyclone:platform/hibernating-handler@0.1.0 with other types"),
+            "{message}"
+        );
+        // Without the export, there is simply none.
+        assert!(events(&component("(component)")).unwrap().is_none());
     }
 }
