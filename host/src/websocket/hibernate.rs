@@ -87,9 +87,8 @@ pub(crate) struct Kept {
     /// The frame to close with after a protocol error, raw.
     error_frame: Option<CloseFrame>,
     write_timeout: Duration,
-    /// Whether the session's end runs `on-close` (the guest may say it has
-    /// none; true until it does).
-    pub(crate) on_close: bool,
+    /// Whether the session's end runs `on-close` (`connect` said).
+    on_close: bool,
 }
 
 /// What woke an idle keeper.
@@ -102,13 +101,15 @@ enum Step {
 }
 
 impl Kept {
-    /// A session opened at `path` on `target`, for request `id`.
+    /// A session opened at `path` on `target`, for request `id`; its end
+    /// runs `on-close` when `on_close`.
     pub(crate) fn new(
         target: Target,
         instances: Arc<Instances>,
         id: u64,
         path: &str,
         ping: Option<Duration>,
+        on_close: bool,
     ) -> Self {
         Self {
             target,
@@ -121,7 +122,7 @@ impl Kept {
             peer_frame: None,
             error_frame: None,
             write_timeout: ping.map_or(WRITE_TIMEOUT, |ping| ping * 2),
-            on_close: true,
+            on_close,
         }
     }
 

@@ -98,8 +98,7 @@ pub(crate) async fn live(opening: Opening) {
             let (guest, path, on_close) = *opened;
             // Boxed: this task's future must not keep room for a
             // hibernating session's opening, which it never runs.
-            let mut kept = Kept::new(target, instances, id, &path, export.ping);
-            kept.on_close = on_close;
+            let kept = Kept::new(target, instances, id, &path, export.ping, on_close);
             Box::pin(kept.open(store, guest, ws, going_away, held)).await;
         }
     }
