@@ -254,6 +254,10 @@ fn forwarded_topics_reach_every_session_without_running_the_guest() {
         .map(|i| {
             let mut socket = hibernating(&server, &format!("/h/f{i}"));
             assert_eq!(ask(&mut socket, "fwd news"), "ok");
+            // The reply comes before the `fwd` event returns; a message
+            // published meanwhile goes to the guest, as documented. The next
+            // event's reply shows that one has returned.
+            assert_eq!(ask(&mut socket, "size"), "0");
             socket
         })
         .collect();
