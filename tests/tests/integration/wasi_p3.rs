@@ -430,6 +430,30 @@ fn a_trap_in_a_reused_instance_fails_only_the_requests_inside_it() {
 }
 
 #[test]
+fn an_error_code_answers_500_and_a_reused_instance_serves_on() {
+    for reuse in ["", "instance_reuse = { max_concurrent = 1 }"] {
+        // One instance at a time, one request in it, and a timeout far
+        // past the client's: a request that kept its place in the instance
+        // after its answer would keep the next one waiting.
+        let server = probe(&format!("max_instances = 1\ntimeout_ms = 60000\n{reuse}"));
+        assert_eq!(server.get("/count").body, "1\n");
+        let reply = server.get("/error-code");
+        assert_eq!(reply.status, 500, "{reuse}: {}", reply.body);
+        assert!(
+            server.wait_for_log("guest answered with error", Duration::from_secs(5)),
+            "{reuse}: {:?}",
+            server.log()
+        );
+        let started = Instant::now();
+        let count = server.get("/count");
+        assert_eq!(count.status, 200, "{reuse}: {}", count.body);
+        assert!(started.elapsed() < Duration::from_secs(5), "{reuse}");
+        let expected = if reuse.is_empty() { "1\n" } else { "3\n" };
+        assert_eq!(count.body, expected, "{reuse}: the instance serves on");
+    }
+}
+
+#[test]
 fn a_reused_instance_gives_each_request_its_own_timeout_and_cpu_budget() {
     let server = Arc::new(probe(
         "max_instances = 1\ntimeout_ms = 1000\ncpu_budget_ms = 400\n\

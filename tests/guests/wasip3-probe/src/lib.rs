@@ -97,6 +97,9 @@ impl wasip3::exports::http::handler::Guest for Probe {
                 ))
             }
             "/trap" => panic!("the probe was asked to trap"),
+            "/error-code" => Err(ErrorCode::InternalError(Some(
+                "the probe was asked for an error code".to_owned(),
+            ))),
             "/env" => {
                 let name = query.strip_prefix("name=").unwrap_or_default();
                 let value = wasip3::cli::environment::get_environment()
