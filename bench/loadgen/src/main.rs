@@ -1,7 +1,9 @@
 //! `loadgen --url URL --requests N`: opens N connections at once, sends one
-//! GET on each, and waits for every answer. Prints one line of `key=value`
-//! pairs: successes (2xx), other statuses, connection errors, wall time,
-//! requests per second and latency percentiles.
+//! GET on each, and waits for every answer; with `--h2 K`, sends the N
+//! requests at once over K HTTP/2 connections instead (prior knowledge,
+//! spread evenly). Prints one line of `key=value` pairs: successes (2xx),
+//! other statuses, connection errors, wall time, requests per second and
+//! latency percentiles.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use loadgen::{count, kinds, percentile, raise_open_file_limit};
 use tokio::net::TcpStream;
 
@@ -25,6 +28,10 @@ struct Args {
     /// Give up on a request after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
+    /// Send the requests over this many HTTP/2 connections (prior
+    /// knowledge), not one HTTP/1.1 connection each.
+    #[arg(long)]
+    h2: Option<usize>,
 }
 
 enum Outcome {
@@ -32,35 +39,90 @@ enum Outcome {
     Error(String),
 }
 
+/// One GET on a connection of its own (HTTP/1.1).
 async fn one(url: hyper::Uri, timeout: Duration) -> Outcome {
     let started = Instant::now();
     let attempt = async {
-        let host = url.host().ok_or("no host")?;
-        let port = url.port_u16().unwrap_or(80);
-        let stream = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("connect: {}", e.kind()))?;
+        let stream = connect(&url).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(connection);
-        let request = hyper::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
-            .header("host", format!("{host}:{port}"))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
         let response = sender
-            .send_request(request)
+            .send_request(get(&url, false)?)
             .await
             .map_err(|e| format!("request: {e}"))?;
-        let status = response.status().as_u16();
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?;
-        Ok::<_, String>(status)
+        status_of(response).await
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    finish(started, tokio::time::timeout(timeout, attempt).await)
+}
+
+/// One GET on a shared HTTP/2 connection.
+async fn one_h2(
+    url: hyper::Uri,
+    mut sender: http2::SendRequest<Empty<Bytes>>,
+    timeout: Duration,
+) -> Outcome {
+    let started = Instant::now();
+    let attempt = async {
+        let response = sender
+            .send_request(get(&url, true)?)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        status_of(response).await
+    };
+    finish(started, tokio::time::timeout(timeout, attempt).await)
+}
+
+/// An HTTP/2 connection (prior knowledge), driven by a task of its own.
+async fn open_h2(url: &hyper::Uri) -> Result<http2::SendRequest<Empty<Bytes>>, String> {
+    let stream = connect(url).await?;
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn connect(url: &hyper::Uri) -> Result<TcpStream, String> {
+    let host = url.host().ok_or("no host")?;
+    TcpStream::connect((host, url.port_u16().unwrap_or(80)))
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))
+}
+
+/// A GET of `url`: HTTP/1.1 sends the path and a `Host` header; HTTP/2
+/// takes the scheme and authority from the URI itself.
+fn get(url: &hyper::Uri, h2: bool) -> Result<hyper::Request<Empty<Bytes>>, String> {
+    if h2 {
+        return hyper::Request::get(url.clone())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string());
+    }
+    let host = url.host().ok_or("no host")?;
+    let port = url.port_u16().unwrap_or(80);
+    hyper::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", format!("{host}:{port}"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())
+}
+
+/// The status, once the whole body is in.
+async fn status_of(response: hyper::Response<hyper::body::Incoming>) -> Result<u16, String> {
+    let status = response.status().as_u16();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(status)
+}
+
+fn finish(
+    started: Instant,
+    result: Result<Result<u16, String>, tokio::time::error::Elapsed>,
+) -> Outcome {
+    match result {
         Ok(Ok(status)) => Outcome::Status(status, started.elapsed()),
         Ok(Err(e)) => Outcome::Error(e),
         Err(_) => Outcome::Error("timeout".into()),
@@ -74,9 +136,29 @@ async fn main() {
     let url: hyper::Uri = args.url.parse().expect("a valid URL");
     let timeout = Duration::from_secs(args.timeout_secs);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..args.requests)
-        .map(|_| tokio::spawn(one(url.clone(), timeout)))
-        .collect();
+    let tasks: Vec<_> = match args.h2 {
+        None => (0..args.requests)
+            .map(|_| tokio::spawn(one(url.clone(), timeout)))
+            .collect(),
+        Some(connections) => {
+            let mut senders = Vec::new();
+            for _ in 0..connections.max(1) {
+                match open_h2(&url).await {
+                    Ok(sender) => senders.push(sender),
+                    Err(e) => {
+                        eprintln!("loadgen: HTTP/2 connection: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            (0..args.requests)
+                .map(|i| {
+                    let sender = senders[i % senders.len()].clone();
+                    tokio::spawn(one_h2(url.clone(), sender, timeout))
+                })
+                .collect()
+        }
+    };
     let mut ok = 0usize;
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
