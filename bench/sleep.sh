@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Suspended requests: N concurrent `GET /sleep?ms=MS`, each on its own
-# connection (the -h2 rows: over H2_CONNECTIONS HTTP/2 connections), against cyclone (examples/limits), `wasmtime serve` (defaults,
-# and with its pool sized for N) and Tornado (`await asyncio.sleep`), one
+# connection (the -h2 rows: over H2_CONNECTIONS HTTP/2 connections), against
+# cyclone (examples/limits), `wasmtime serve` (defaults, and with its pool
+# sized for N) and Tornado (`await asyncio.sleep`), one
 # after another in the same run; then a WASI 0.3 guest
 # (tests/guests/wasip3-probe) on cyclone, fresh and with instance reuse, and
 # on `wasmtime serve` (which reuses 0.3 instances by default). Counts successes and errors, requests/s and
