@@ -133,7 +133,9 @@ fn a_post_releases_polls_that_fill_the_pool() {
     // drops its 30 s timer; in a WASI 0.3 instance that cancel blocks the
     // guest's task while its event loop goes on, on a second fiber stack.
     let server = chat_capped(20, 19);
-    let pollers: Vec<TcpStream> = (0..19).map(|_| start_poll(&server, None)).collect();
+    // With a cursor, a poll that arrives after the post still gets it.
+    let first = post(&server, "before");
+    let pollers: Vec<TcpStream> = (0..19).map(|_| start_poll(&server, Some(first))).collect();
     std::thread::sleep(Duration::from_millis(500));
     post(&server, "all");
     for poller in pollers {
@@ -235,7 +237,11 @@ fn one_post_releases_a_thousand_waiting_polls() {
     const POLLERS: usize = 1_000;
     // The example's own manifest.
     let server = chat(&[]);
-    let pollers: Vec<TcpStream> = (0..POLLERS).map(|_| start_poll(&server, None)).collect();
+    // With a cursor, a poll that arrives after the post still gets it.
+    let first = post(&server, "before");
+    let pollers: Vec<TcpStream> = (0..POLLERS)
+        .map(|_| start_poll(&server, Some(first)))
+        .collect();
     // None is answered while they wait.
     std::thread::sleep(Duration::from_secs(2));
     // The page still loads at once while they wait.

@@ -253,8 +253,10 @@ fn a_full_queue_refuses_wasi_03_requests_with_503() {
     ));
     let server = Arc::new(Cyclone::serve(&path).keeping(dir));
     assert_eq!(server.get("/hello").status, 200);
-    let sleepers: Vec<_> = (0..2).map(|_| get(&server, "/sleep?ms=2000")).collect();
-    std::thread::sleep(Duration::from_millis(500));
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| get(&server, "/sleep?ms=2000&say=1"))
+        .collect();
+    assert!(server.wait_for_log_count("sleeping 2000 ms", 2, Duration::from_secs(10)));
     let refused = server.get("/hello");
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("retry-after"), Some("1"));
@@ -407,9 +409,9 @@ fn a_trap_in_a_reused_instance_fails_only_the_requests_inside_it() {
     assert_eq!(server.get("/shared/count").body, "1\n");
     let other = get(&server, "/sleep?ms=1500");
     let inside: Vec<_> = (0..2)
-        .map(|_| get(&server, "/shared/sleep?ms=3000"))
+        .map(|_| get(&server, "/shared/sleep?ms=3000&say=1"))
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.wait_for_log_count("sleeping 3000 ms", 2, Duration::from_secs(10)));
     assert_eq!(server.get("/shared/trap").status, 500);
     for request in inside {
         let (status, _, elapsed) = request.join().unwrap();
@@ -459,8 +461,8 @@ fn a_reused_instance_gives_each_request_its_own_timeout_and_cpu_budget() {
          instance_reuse = { max_concurrent = 4, max_requests = 100 }",
     ));
     assert_eq!(server.get("/count").body, "1\n");
-    let slow = get(&server, "/sleep?ms=5000");
-    std::thread::sleep(Duration::from_millis(100));
+    let slow = get(&server, "/sleep?ms=5000&say=1");
+    assert!(server.wait_for_log("sleeping 5000 ms", Duration::from_secs(10)));
     let quick = server.get("/sleep?ms=100");
     assert_eq!(quick.status, 200, "{}", quick.body);
     let (status, _, elapsed) = slow.join().unwrap();

@@ -7,7 +7,9 @@
 //! - `/echo`: the request body streamed back as it arrives, then its length
 //!   in a trailer-free end.
 //! - `/chunks?n=N&ms=M`: N chunks, M ms apart.
-//! - `/sleep?ms=N`: answers after N ms (a timer the instance waits on).
+//! - `/sleep?ms=N`: answers after N ms (a timer the instance waits on);
+//!   with `say=1` it first prints `sleeping N ms` to stdout, so a test can
+//!   tell from the host's log that the request is inside an instance.
 //! - `/spin`: loops forever.
 //! - `/alloc?mb=N`: allocates and touches N MiB.
 //! - `/trap`: panics.
@@ -75,6 +77,9 @@ impl wasip3::exports::http::handler::Guest for Probe {
             }
             "/sleep" => {
                 let ms = param(query, "ms").unwrap_or(100);
+                if param(query, "say") == Some(1) {
+                    println!("sleeping {ms} ms");
+                }
                 wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
                 Ok(text(200, &format!("slept {ms} ms\n")))
             }
