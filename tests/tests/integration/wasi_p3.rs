@@ -431,6 +431,46 @@ fn a_trap_in_a_reused_instance_fails_only_the_requests_inside_it() {
 }
 
 #[test]
+fn a_guest_blocked_in_a_synchronous_call_is_ended_by_its_timeout_and_holds_only_its_instance() {
+    let (dir, path) = manifest(&format!(
+        "[apps.blocking]\ncomponent = {:?}\nroutes = [\"/blocking/...\"]\nmax_instances = 1\n\
+         timeout_ms = 1500\ninstance_reuse = {{ max_concurrent = 4, max_requests = 100 }}\n\
+         [apps.other]\ncomponent = {:?}\nroutes = [\"/...\"]\ninstance_reuse = {{}}\n",
+        components::WASIP3_PROBE,
+        components::WASIP3_PROBE,
+    ));
+    let server = Arc::new(Cyclone::serve(&path).keeping(dir));
+    // The guest's task stops inside `wait-for`, lowered synchronously.
+    let blocked = get(&server, "/blocking/block?ms=20000&say=1");
+    assert!(server.wait_for_log("blocking 20000 ms", Duration::from_secs(10)));
+    let started = Instant::now();
+    let other = server.get("/sleep?ms=100");
+    assert_eq!(other.status, 200, "another app's instance goes on");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // A request handed to the blocked instance waits behind the call, and
+    // its own timeout ends it.
+    let behind = server.get("/blocking/hello");
+    assert_eq!(behind.status, 504, "{}", behind.body);
+    let (status, _, elapsed) = blocked.join().unwrap();
+    assert_eq!(status, 504);
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    // Its instance ends with it; the app's one place is free again.
+    let started = Instant::now();
+    let next = server.get("/blocking/block?ms=100");
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(next.body, "blocked 100 ms\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn an_error_code_answers_500_and_a_reused_instance_serves_on() {
     for reuse in ["", "instance_reuse = { max_concurrent = 1 }"] {
         // One instance at a time, one request in it, and a timeout far

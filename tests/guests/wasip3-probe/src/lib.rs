@@ -10,6 +10,8 @@
 //! - `/sleep?ms=N`: answers after N ms (a timer the instance waits on);
 //!   with `say=1` it first prints `sleeping N ms` to stdout, so a test can
 //!   tell from the host's log that the request is inside an instance.
+//! - `/block?ms=N`: answers after N ms, waiting in a synchronous call: the
+//!   guest's task stops mid-call and keeps its fiber stack meanwhile.
 //! - `/spin`: loops forever.
 //! - `/alloc?mb=N`: allocates and touches N MiB.
 //! - `/trap`: panics.
@@ -24,6 +26,17 @@ use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_bindgen, wit_future, wit_stream};
 
 wasip3::http::service::export!(Probe);
+
+/// `wasi:clocks/monotonic-clock` with `wait-for` lowered synchronously
+/// (the `wasip3` crate lowers every `async func` asynchronously).
+mod blocking {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "probe:blocking/blocking",
+        async: ["-import:wasi:clocks/monotonic-clock@0.3.0#wait-for"],
+        generate_all,
+    });
+}
 
 struct Probe;
 
@@ -82,6 +95,14 @@ impl wasip3::exports::http::handler::Guest for Probe {
                 }
                 wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
                 Ok(text(200, &format!("slept {ms} ms\n")))
+            }
+            "/block" => {
+                let ms = param(query, "ms").unwrap_or(100);
+                if param(query, "say") == Some(1) {
+                    println!("blocking {ms} ms");
+                }
+                blocking::wasi::clocks::monotonic_clock::wait_for(ms * 1_000_000);
+                Ok(text(200, &format!("blocked {ms} ms\n")))
             }
             "/spin" => {
                 let mut n: u64 = 0;
