@@ -434,7 +434,7 @@ fn a_trap_in_a_reused_instance_fails_only_the_requests_inside_it() {
 fn a_guest_blocked_in_a_synchronous_call_is_ended_by_its_timeout_and_holds_only_its_instance() {
     let (dir, path) = manifest(&format!(
         "[apps.blocking]\ncomponent = {:?}\nroutes = [\"/blocking/...\"]\nmax_instances = 1\n\
-         timeout_ms = 1500\ninstance_reuse = {{ max_concurrent = 4, max_requests = 100 }}\n\
+         timeout_ms = 4000\ninstance_reuse = {{ max_concurrent = 4, max_requests = 100 }}\n\
          [apps.other]\ncomponent = {:?}\nroutes = [\"/...\"]\ninstance_reuse = {{}}\n",
         components::WASIP3_PROBE,
         components::WASIP3_PROBE,
@@ -447,7 +447,7 @@ fn a_guest_blocked_in_a_synchronous_call_is_ended_by_its_timeout_and_holds_only_
     let other = server.get("/sleep?ms=100");
     assert_eq!(other.status, 200, "another app's instance goes on");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
@@ -457,7 +457,7 @@ fn a_guest_blocked_in_a_synchronous_call_is_ended_by_its_timeout_and_holds_only_
     assert_eq!(behind.status, 504, "{}", behind.body);
     let (status, _, elapsed) = blocked.join().unwrap();
     assert_eq!(status, 504);
-    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(12), "{elapsed:?}");
     // Its instance ends with it; the app's one place is free again.
     let started = Instant::now();
     let next = server.get("/blocking/block?ms=100");
