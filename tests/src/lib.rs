@@ -267,6 +267,22 @@ impl Cyclone {
         read(self.agent.get(self.url(path)).call(), path)
     }
 
+    /// GETs `path` until it answers `status`, at least `after` from now
+    /// and for at most 10 s more: for a request that should find the
+    /// server busy once requests sent from other threads have arrived. The
+    /// last reply, whatever its status.
+    pub fn get_once_busy(&self, path: &str, status: u16, after: Duration) -> Reply {
+        std::thread::sleep(after);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = self.get(path);
+            if reply.status == status || Instant::now() > deadline {
+                return reply;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// POST `body` to `path`.
     pub fn post(&self, path: &str, body: &str) -> Reply {
         read(self.agent.post(self.url(path)).send(body), path)

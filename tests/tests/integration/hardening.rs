@@ -504,8 +504,8 @@ fn an_app_that_streams_bodies_takes_its_instance_before_the_body() {
         &server,
         "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nhalf",
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.get("/echo").status, 503);
+    let taken = server.get_once_busy("/echo", 503, Duration::from_millis(300));
+    assert_eq!(taken.status, 503);
     upload.write_all(&[b'x'; 96]).unwrap();
     // A chunked body is still cut at the cap, as it streams.
     drop(upload);

@@ -388,9 +388,8 @@ fn a_full_app_queue_is_a_503_with_retry_after() {
         let server = server.clone();
         move || server.get_concurrently("/sleep?ms=2000", 2)
     });
-    std::thread::sleep(Duration::from_millis(500));
     // Both instances are busy and nothing may wait: refused at once.
-    let refused = server.get("/hello");
+    let refused = server.get_once_busy("/hello", 503, Duration::from_millis(500));
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("retry-after"), Some("1"));
     let (replies, _) = sleepers.join().unwrap();

@@ -91,8 +91,8 @@ fn files_are_served_with_their_type_and_validators_without_an_instance() {
         let url = server.url("/sleep?ms=3000");
         std::thread::spawn(move || ureq::get(&url).call().map(|r| r.status().as_u16()))
     };
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(server.get("/hello").status, 503, "the instance is taken");
+    let taken = server.get_once_busy("/hello", 503, Duration::from_millis(500));
+    assert_eq!(taken.status, 503, "the instance is taken");
     // ...and its files are served all the same.
     let css = get(&server, "/static/site.css", &[]);
     assert_eq!(css.status, 200, "{}", css.head);
