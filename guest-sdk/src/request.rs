@@ -8,7 +8,7 @@ use cookie::Cookie;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde::de::DeserializeOwned;
 #[cfg(not(feature = "wasip3"))]
-use wasip2::http::types::{IncomingBody, IncomingRequest};
+use wasip2::http::types::IncomingRequest;
 #[cfg(not(feature = "wasip3"))]
 use wasip2::io::streams::StreamError;
 
@@ -416,9 +416,11 @@ async fn read_body(incoming: IncomingRequest) -> Result<Vec<u8>, String> {
             Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
         }
     }
-    // The stream is a child of the body: it goes first.
+    // The stream is a child of the body: it goes first. The body is
+    // dropped rather than finished: its trailers are not read, and finishing
+    // would cost two host calls more.
     drop(stream);
-    drop(IncomingBody::finish(body));
+    drop(body);
     Ok(bytes)
 }
 
