@@ -55,39 +55,38 @@ async fn send(response: Response, out: ResponseOutparam) {
     }
     let outgoing_body = outgoing.body().expect("the body is taken once");
     ResponseOutparam::set(out, Ok(outgoing));
-    let stream = match body {
-        // Nothing to write: the body is finished as it is.
-        Body::Omitted => return finish(outgoing_body, Ok(())),
-        _ => outgoing_body.write().expect("the stream is taken once"),
-    };
+    // Each arm drops what it opened before the body is finished: the
+    // stream is a child of the body.
     let written = match body {
+        // Nothing to write: the body is finished as it is.
+        Body::Omitted => Ok(()),
         // A small body goes in one host call, written and flushed at once,
         // where the executor's writer would take five and a pollable.
         Body::Bytes(bytes) if bytes.len() <= ONE_CALL_MAX => {
-            let written = stream.blocking_write_and_flush(&bytes).map_err(io_error);
-            drop(stream);
-            written
+            let stream = outgoing_body.write().expect("the stream is taken once");
+            stream.blocking_write_and_flush(&bytes).map_err(io_error)
         }
-        body => {
-            let mut writer = BodyWriter::new(AsyncOutputStream::new(stream));
-            let written = match body {
-                Body::Bytes(bytes) => {
-                    writer.write(bytes);
-                    Ok(())
-                }
-                Body::Omitted => Ok(()),
-                Body::Stream(write) => write(&mut writer).await,
-            };
-            let written = match written {
+        Body::Bytes(bytes) => {
+            let mut writer = writer_into(&outgoing_body);
+            writer.write(bytes);
+            writer.flush().await
+        }
+        Body::Stream(write) => {
+            let mut writer = writer_into(&outgoing_body);
+            match write(&mut writer).await {
                 Ok(()) => writer.flush().await,
                 Err(e) => Err(e),
-            };
-            // The stream is a child of the body: it goes before the body is finished.
-            drop(writer);
-            written
+            }
         }
     };
     finish(outgoing_body, written);
+}
+
+/// A writer into `body`'s stream, through the executor.
+fn writer_into(body: &OutgoingBody) -> BodyWriter {
+    BodyWriter::new(AsyncOutputStream::new(
+        body.write().expect("the stream is taken once"),
+    ))
 }
 
 /// The most `blocking-write-and-flush` takes in one call.
