@@ -1,5 +1,6 @@
 //! The incoming request: path parameters, arguments, JSON, cookies.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,15 +16,22 @@ use wasip2::io::streams::StreamError;
 use crate::settings::{Settings, XSRF_COOKIE};
 use crate::{HttpError, Response};
 
-/// An HTTP request with its body read into memory, plus what the
+/// An HTTP request with its body, plus what the
 /// [`Application`](crate::Application) learned routing it (path parameters)
 /// and the cookies the handler has set so far.
+///
+/// On WASI 0.2 only the method and path are read from the host when the
+/// request arrives; the URI's scheme and authority, the headers and the
+/// body are read the first time the handler asks for them, so a handler
+/// pays only for what it reads. A body that cannot be read whole (its
+/// client went away, or it went over the app's `max_body_kb` while
+/// streaming) stops the handler there: the host answers for it.
 #[derive(Debug)]
 pub struct Request {
     // Boxed: a request is moved through several nested futures (the SDK's,
     // the handler's, the application's), and each keeps its own slot for it
-    // while it is suspended. Boxed, each slot is a pointer, not 160 bytes.
-    inner: Box<http::Request<Vec<u8>>>,
+    // while it is suspended. Boxed, each slot is a pointer, not the parts.
+    inner: Box<Parts>,
     params: Vec<(String, String)>,
     cookies_out: Vec<Cookie<'static>>,
     xsrf_token: Option<String>,
@@ -32,29 +40,86 @@ pub struct Request {
     settings: Rc<Settings>,
 }
 
+/// A request's parts: each cell is filled from `source` when first read,
+/// or up front for a request built whole.
+#[derive(Debug)]
+struct Parts {
+    method: Method,
+    /// The path and query.
+    path: Uri,
+    /// The path and query with the scheme and authority.
+    uri: OnceCell<Uri>,
+    headers: OnceCell<HeaderMap>,
+    body: OnceCell<Vec<u8>>,
+    source: Option<Source>,
+}
+
+/// Where the parts not read yet come from: the host's request on WASI 0.2.
+/// On WASI 0.3 a request is read whole before its handler runs.
+#[cfg(not(feature = "wasip3"))]
+type Source = IncomingRequest;
+#[cfg(feature = "wasip3")]
+type Source = std::convert::Infallible;
+
+impl Parts {
+    fn uri(&self) -> &Uri {
+        self.uri.get_or_init(|| match &self.source {
+            Some(source) => read_uri(source, &self.path),
+            None => self.path.clone(),
+        })
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers
+            .get_or_init(|| self.source.as_ref().map(read_headers).unwrap_or_default())
+    }
+
+    fn body(&self) -> &[u8] {
+        self.body
+            .get_or_init(|| self.source.as_ref().map(read_body).unwrap_or_default())
+    }
+}
+
 impl Request {
-    /// Reads a request and its whole body from the host.
+    /// Reads a request's method and path from the host; the rest waits
+    /// until the handler asks for it.
     #[cfg(not(feature = "wasip3"))]
-    pub(crate) async fn from_incoming(incoming: IncomingRequest) -> Result<Self, HttpError> {
-        let head = Head {
-            method: incoming.method(),
-            scheme: incoming.scheme(),
-            authority: incoming.authority(),
-            path_with_query: incoming.path_with_query(),
-            headers: incoming.headers().entries(),
-        }
-        .parse()
-        .map_err(|e| HttpError::bad_request(format!("unreadable request: {e}")))?;
-        let body = read_body(incoming)
-            .await
-            .map_err(|e| HttpError::bad_request(format!("unreadable request body: {e}")))?;
-        Ok(Self::from_http(http::Request::from_parts(head, body)))
+    pub(crate) fn from_incoming(incoming: IncomingRequest) -> Result<Self, HttpError> {
+        let unreadable =
+            |e: http::Error| HttpError::bad_request(format!("unreadable request: {e}"));
+        let method =
+            crate::wasi::method_from(incoming.method()).map_err(|e| unreadable(e.into()))?;
+        let path = path_uri(incoming.path_with_query().as_deref()).map_err(unreadable)?;
+        Ok(Self::new(Parts {
+            method,
+            path,
+            uri: OnceCell::new(),
+            headers: OnceCell::new(),
+            body: OnceCell::new(),
+            source: Some(incoming),
+        }))
     }
 
     /// Builds a request by hand, e.g. to test a handler natively.
     pub fn from_http(request: http::Request<Vec<u8>>) -> Self {
+        let (head, body) = request.into_parts();
+        let path = head
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()));
+        Self::new(Parts {
+            method: head.method,
+            path,
+            uri: OnceCell::from(head.uri),
+            headers: OnceCell::from(head.headers),
+            body: OnceCell::from(body),
+            source: None,
+        })
+    }
+
+    fn new(parts: Parts) -> Self {
         Self {
-            inner: Box::new(request),
+            inner: Box::new(parts),
             params: Vec::new(),
             cookies_out: Vec::new(),
             xsrf_token: None,
@@ -70,7 +135,7 @@ impl Request {
 
     /// The method.
     pub fn method(&self) -> &Method {
-        self.inner.method()
+        &self.inner.method
     }
 
     /// The full URI (path and query; the authority when the host knows it).
@@ -80,12 +145,12 @@ impl Request {
 
     /// The path, e.g. `/users/7`.
     pub fn path(&self) -> &str {
-        self.inner.uri().path()
+        self.inner.path.path()
     }
 
     /// The raw query string without the `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        self.inner.uri().query()
+        self.inner.path.query()
     }
 
     /// All headers.
@@ -319,7 +384,16 @@ impl Request {
 
     /// The underlying `http::Request`.
     pub fn into_http(self) -> http::Request<Vec<u8>> {
-        *self.inner
+        let mut parts = *self.inner;
+        // What is still in the host is read first.
+        parts.uri();
+        parts.headers();
+        parts.body();
+        let mut request = http::Request::new(parts.body.take().unwrap_or_default());
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = parts.uri.take().unwrap_or_default();
+        *request.headers_mut() = parts.headers.take().unwrap_or_default();
+        request
     }
 }
 
@@ -358,7 +432,8 @@ fn forbidden(why: &str) -> HttpError {
     HttpError::new(StatusCode::FORBIDDEN, why)
 }
 
-/// A request's head as WASI gives it.
+/// A request's head as WASI 0.3 gives it.
+#[cfg(feature = "wasip3")]
 pub(crate) struct Head {
     pub(crate) method: crate::wasi::types::Method,
     pub(crate) scheme: Option<crate::wasi::types::Scheme>,
@@ -367,6 +442,7 @@ pub(crate) struct Head {
     pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
 
+#[cfg(feature = "wasip3")]
 impl Head {
     /// The head as an `http` request's.
     pub(crate) fn parse(self) -> Result<http::request::Parts, http::Error> {
@@ -384,36 +460,76 @@ impl Head {
             .uri(uri.build()?)
             .body(())?
             .into_parts();
-        // Room for these headers only: a map grown by appending has room for
-        // six, 300 bytes an instance keeps while it waits.
-        head.headers.reserve(self.headers.len());
-        for (name, value) in self.headers {
-            head.headers.append(
-                header::HeaderName::from_bytes(name.as_bytes())?,
-                header::HeaderValue::from_bytes(&value)?,
-            );
-        }
+        head.headers = header_map(self.headers);
         Ok(head)
     }
 }
 
+/// `entries` as a header map. The host checked every name and value; one
+/// that does not parse here is left out.
+fn header_map(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
+    // Room for these headers only: a map grown by appending has room for
+    // six, 300 bytes an instance keeps while it waits.
+    let mut headers = HeaderMap::with_capacity(entries.len());
+    for (name, value) in entries {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_bytes(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+/// `path_with_query` (`/` when there is none) as a URI.
 #[cfg(not(feature = "wasip3"))]
-/// Reads an incoming request's body to its end, suspending while the host
-/// has nothing more yet.
-async fn read_body(incoming: IncomingRequest) -> Result<Vec<u8>, String> {
-    let body = incoming
-        .consume()
-        .map_err(|()| "the body was taken before".to_owned())?;
-    let stream = body
-        .stream()
-        .map_err(|()| "the body stream was taken before".to_owned())?;
+fn path_uri(path_with_query: Option<&str>) -> Result<Uri, http::Error> {
+    Uri::builder()
+        .path_and_query(path_with_query.unwrap_or("/"))
+        .build()
+}
+
+/// `path` with the scheme and authority `incoming` was sent with. An
+/// authority that is not one (a `Host` header the host passed on as it
+/// came) leaves the path alone.
+#[cfg(not(feature = "wasip3"))]
+fn read_uri(incoming: &IncomingRequest, path: &Uri) -> Uri {
+    let mut parts = path.clone().into_parts();
+    parts.scheme = incoming
+        .scheme()
+        .and_then(|scheme| crate::wasi::scheme_str(&scheme).parse().ok());
+    parts.authority = incoming
+        .authority()
+        .and_then(|authority| authority.parse().ok());
+    Uri::from_parts(parts).unwrap_or_else(|_| path.clone())
+}
+
+#[cfg(not(feature = "wasip3"))]
+fn read_headers(incoming: &IncomingRequest) -> HeaderMap {
+    // The fields are a child of the request: dropped before it is.
+    header_map(incoming.headers().entries())
+}
+
+/// Reads `incoming`'s body to its end, waiting in the host while more is
+/// on its way. A body that cannot be read whole stops the handler: the host
+/// answers for it (413 past `max_body_kb`; nothing to a client that left).
+#[cfg(not(feature = "wasip3"))]
+fn read_body(incoming: &IncomingRequest) -> Vec<u8> {
+    // Taken only here, once: the cell is filled after.
+    let body = incoming.consume().expect("the request body is read once");
+    let stream = body.stream().expect("a new body's stream is there");
     let mut bytes = Vec::new();
     loop {
-        match stream.read(64 << 10) {
-            Ok(chunk) if chunk.is_empty() => crate::time::wait_for(stream.subscribe()).await,
+        match stream.blocking_read(64 << 10) {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+            Err(StreamError::LastOperationFailed(e)) => {
+                panic!(
+                    "the request body could not be read whole: {}",
+                    e.to_debug_string()
+                )
+            }
         }
     }
     // The stream is a child of the body: it goes first. The body is
@@ -421,7 +537,22 @@ async fn read_body(incoming: IncomingRequest) -> Result<Vec<u8>, String> {
     // would cost two host calls more.
     drop(stream);
     drop(body);
-    Ok(bytes)
+    bytes
+}
+
+#[cfg(feature = "wasip3")]
+fn read_uri(never: &Source, _: &Uri) -> Uri {
+    match *never {}
+}
+
+#[cfg(feature = "wasip3")]
+fn read_headers(never: &Source) -> HeaderMap {
+    match *never {}
+}
+
+#[cfg(feature = "wasip3")]
+fn read_body(never: &Source) -> Vec<u8> {
+    match *never {}
 }
 
 /// One `name=value` pair of a `Cookie` header, percent-decoded and trimmed;

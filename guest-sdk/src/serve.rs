@@ -21,7 +21,7 @@ where
     Fut::Output: IntoResponse,
 {
     wstd::runtime::block_on(async move {
-        let response = match Request::from_incoming(request).await {
+        let response = match Request::from_incoming(request) {
             Ok(request) => handler(request).await.into_response(),
             Err(error) => error.into_response(),
         };
