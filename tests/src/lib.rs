@@ -272,10 +272,18 @@ impl Cyclone {
     /// server busy once requests sent from other threads have arrived. The
     /// last reply, whatever its status.
     pub fn get_once_busy(&self, path: &str, status: u16, after: Duration) -> Reply {
+        self.send_until(status, after, |server| server.get(path))
+    }
+
+    /// Sends a request with `send` until it is answered `status`, at least
+    /// `after` from now and for at most 10 s more: for a state the server
+    /// reaches on its own time (a body read, a connection's memory freed).
+    /// The last reply, whatever its status.
+    pub fn send_until(&self, status: u16, after: Duration, send: impl Fn(&Self) -> Reply) -> Reply {
         std::thread::sleep(after);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let reply = self.get(path);
+            let reply = send(self);
             if reply.status == status || Instant::now() > deadline {
                 return reply;
             }

@@ -229,9 +229,10 @@ fn buffered_bodies_are_bounded_in_total() {
         "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 102400\r\n\r\n",
     );
     first.write_all(&[b'a'; 60 << 10]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    // A second body does not fit beside it.
-    let reply = server.post("/echo", &"b".repeat(8 << 10));
+    // A second body does not fit beside it, once the server has read the
+    // first's 60 KiB.
+    let second = "b".repeat(8 << 10);
+    let reply = server.send_until(503, Duration::ZERO, |server| server.post("/echo", &second));
     assert_eq!(reply.status, 503);
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert!(server.wait_for_log("503: request bodies in memory fill", Duration::from_secs(5)));
@@ -239,8 +240,8 @@ fn buffered_bodies_are_bounded_in_total() {
     assert_eq!(server.get("/echo").status, 200);
     // Once the first is gone, there is room again.
     drop(first);
-    std::thread::sleep(Duration::from_millis(300));
-    let reply = server.post("/echo", &"c".repeat(8 << 10));
+    let third = "c".repeat(8 << 10);
+    let reply = server.send_until(200, Duration::ZERO, |server| server.post("/echo", &third));
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
