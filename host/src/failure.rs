@@ -3,7 +3,7 @@
 
 use crate::app::{NoInstance, TimedOut};
 use crate::limits::CpuBudgetExceeded;
-use crate::response::{Response, gateway_timeout, internal_error, unavailable};
+use crate::response::{Response, bad_request, gateway_timeout, internal_error, unavailable};
 
 /// How a guest's task ended when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,21 +17,16 @@ pub enum GuestFailure {
     TimedOut,
     /// The guest trapped (→ 500).
     Trapped,
+    /// The guest stopped when the request body streamed to it failed: the
+    /// client broke it off, or it went over `max_body_kb` (→ 400; the front
+    /// end answers 413 for the latter). The client's doing, not the guest's.
+    BodyFailed,
 }
 
 impl GuestFailure {
     /// What ended the call that failed with `e`, logged.
     pub fn classify(e: &wasmtime::Error, id: u64, app: &str) -> Self {
-        // The epoch callback's trap keeps its error under wasmtime's backtrace.
-        let failure = if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
-            Self::CpuBudget
-        } else if e.is::<TimedOut>() {
-            Self::TimedOut
-        } else if e.is::<NoInstance>() {
-            Self::NoInstance
-        } else {
-            Self::Trapped
-        };
+        let failure = Self::classify_quietly(e);
         let metrics = &crate::metrics::METRICS;
         match failure {
             Self::CpuBudget => {
@@ -45,6 +40,8 @@ impl GuestFailure {
             Self::NoInstance => {
                 tracing::warn!(request = id, app = %app, "guest stopped: {e}");
             }
+            // Told apart by `after_body_failed` only.
+            Self::BodyFailed => {}
             Self::Trapped => {
                 let label = crate::metrics::App {
                     app: app.to_owned(),
@@ -54,6 +51,18 @@ impl GuestFailure {
             }
         }
         failure
+    }
+
+    /// A call that failed with `e` after its streamed request body did,
+    /// logged as the consequence it most likely is: a guest that reads a
+    /// body it cannot get whole has nothing better to do than stop.
+    pub fn after_body_failed(e: &wasmtime::Error, id: u64, app: &str) -> Self {
+        let failure = Self::classify_quietly(e);
+        if failure != Self::Trapped {
+            return Self::classify(e, id, app);
+        }
+        tracing::info!(request = id, app = %app, "guest stopped after its request body failed");
+        Self::BodyFailed
     }
 
     /// The response for a guest that failed before answering, logged.
@@ -72,6 +81,21 @@ impl GuestFailure {
                 gateway_timeout()
             }
             Self::Trapped => internal_error(id),
+            Self::BodyFailed => bad_request(),
+        }
+    }
+
+    /// What ended the call that failed with `e`, neither logged nor counted.
+    fn classify_quietly(e: &wasmtime::Error) -> Self {
+        // The epoch callback's trap keeps its error under wasmtime's backtrace.
+        if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
+            Self::CpuBudget
+        } else if e.is::<TimedOut>() {
+            Self::TimedOut
+        } else if e.is::<NoInstance>() {
+            Self::NoInstance
+        } else {
+            Self::Trapped
         }
     }
 }

@@ -594,23 +594,44 @@ async fn yield_rounds() {
     }
 }
 
+/// What became of a request body streamed to its guest, for the HTTP front
+/// end to read once the guest is done: past its cap (→ 413), or failed on
+/// the way in (the client left or broke the body off).
+#[derive(Debug, Default)]
+pub struct StreamedBody {
+    over_cap: AtomicBool,
+    failed: AtomicBool,
+}
+
+impl StreamedBody {
+    /// More than the cap arrived.
+    pub fn over_cap(&self) -> bool {
+        self.over_cap.load(Ordering::Relaxed)
+    }
+
+    /// The body could not be read whole: over its cap, or broken off.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 /// A request body that fails once more than `max` bytes have arrived, and
-/// says so in a flag the HTTP front end reads (to answer 413).
+/// says what became of it in a [`StreamedBody`].
 pub struct CappedBody<B> {
     inner: B,
     read: u64,
     max: u64,
-    exceeded: Arc<AtomicBool>,
+    state: Arc<StreamedBody>,
 }
 
 impl<B> CappedBody<B> {
-    /// Wraps `inner`; `exceeded` is set when it goes past `max`.
-    pub fn new(inner: B, max: u64, exceeded: Arc<AtomicBool>) -> Self {
+    /// Wraps `inner`; `state` tells when it fails or goes past `max`.
+    pub fn new(inner: B, max: u64, state: Arc<StreamedBody>) -> Self {
         Self {
             inner,
             read: 0,
             max,
-            exceeded,
+            state,
         }
     }
 }
@@ -629,14 +650,18 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                self.state.failed.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
         if let Some(data) = frame.data_ref() {
             self.read += data.len() as u64;
             if self.read > self.max {
-                self.exceeded.store(true, Ordering::Relaxed);
+                self.state.over_cap.store(true, Ordering::Relaxed);
+                self.state.failed.store(true, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
                     Some(self.read),
                 ))));

@@ -32,7 +32,7 @@ use crate::app::{App, Instances, Permits, Target};
 use crate::capabilities::HostState;
 use crate::engine::Wasi;
 use crate::failure::GuestFailure;
-use crate::limits::{BodyBuffer, BodyRefused, BufferedBody, CappedBody, CpuClock};
+use crate::limits::{BodyBuffer, BodyRefused, BufferedBody, CappedBody, CpuClock, StreamedBody};
 use crate::metrics::METRICS;
 use crate::response::{
     Response, bad_request, internal_error, request_timeout, too_large, unavailable,
@@ -79,17 +79,17 @@ pub(crate) async fn handle(
             Err(refused) => return body_refused(refused, id, &name),
         }
     };
-    // Only a streamed body can go over the cap once the guest runs; the
-    // flag that says so is allocated for those alone.
-    let mut body_over_cap = None;
+    // Only a streamed body can fail once the guest runs; what became of it
+    // is allocated for those alone.
+    let mut streamed = None;
     let secure = crate::app::is_secure(&*req);
     let req = (*req).map(
         |incoming| -> UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error> {
             match body {
                 Prepared::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
                 Prepared::Streamed => {
-                    let over = body_over_cap.insert(Arc::new(AtomicBool::new(false)));
-                    CappedBody::new(incoming, app.max_body_bytes, over.clone()).boxed_unsync()
+                    let state = streamed.insert(Arc::new(StreamedBody::default()));
+                    CappedBody::new(incoming, app.max_body_bytes, state.clone()).boxed_unsync()
                 }
                 Prepared::Read(body) => body.boxed_unsync(),
             }
@@ -101,7 +101,7 @@ pub(crate) async fn handle(
             instances,
             target,
             Box::new(absolute(req, secure)),
-            body_over_cap,
+            streamed,
             id,
         ))
         .await;
@@ -135,7 +135,11 @@ pub(crate) async fn handle(
         run_guest(
             app.clone(),
             store,
-            Call { req, out },
+            Call {
+                req,
+                out,
+                streamed: streamed.clone(),
+            },
             permits,
             call_done,
             id,
@@ -146,7 +150,7 @@ pub(crate) async fn handle(
     // connection, an HTTP/2 reset); the guard then stops the guest.
     let abandoned = Abandoned::new(Some(guest.abort_handle()), id, name.clone());
     let response = receiver.await;
-    let abandoned = match body_went_over(body_over_cap, abandoned, id, &name) {
+    let abandoned = match body_went_over(streamed, abandoned, id, &name) {
         Ok(abandoned) => abandoned,
         Err(response) => return *response,
     };
@@ -182,7 +186,7 @@ async fn serve_p3(
     instances: &Instances,
     target: &Target,
     req: Box<http::Request<WasiBody>>,
-    body_over_cap: Option<Arc<AtomicBool>>,
+    streamed: Option<Arc<StreamedBody>>,
     id: u64,
 ) -> Response {
     let name = target.app.name().clone();
@@ -195,7 +199,7 @@ async fn serve_p3(
     // timeout) and drops the answer.
     let abandoned = Abandoned::new(call.alone.clone(), id, name.clone());
     let answer = call.answer().await;
-    let abandoned = match body_went_over(body_over_cap, abandoned, id, &name) {
+    let abandoned = match body_went_over(streamed, abandoned, id, &name) {
         Ok(abandoned) => abandoned,
         Err(response) => return *response,
     };
@@ -227,12 +231,12 @@ async fn serve_p3(
 /// A streamed body that went over `max_body_kb` while the guest read it:
 /// then the host answers 413 instead of the guest (logged) and stops it.
 fn body_went_over(
-    over: Option<Arc<AtomicBool>>,
+    streamed: Option<Arc<StreamedBody>>,
     abandoned: Abandoned,
     id: u64,
     app: &str,
 ) -> Result<Abandoned, Box<Response>> {
-    if over.is_some_and(|over| over.load(Ordering::Relaxed)) {
+    if streamed.is_some_and(|body| body.over_cap()) {
         tracing::info!(request = id, app = %app, "413: body over max_body_kb");
         METRICS.refused(app, "body");
         abandoned.stop();
@@ -279,10 +283,12 @@ enum Prepared {
     Streamed,
 }
 
-/// The guest's side of a request: the resources `handle` is called with.
+/// The guest's side of a request: the resources `handle` is called with,
+/// and what became of a body streamed to it.
 struct Call {
     req: Resource<HostIncomingRequest>,
     out: Resource<HostResponseOutparam>,
+    streamed: Option<Arc<StreamedBody>>,
 }
 
 /// Instantiates `app` in `store` and calls its `incoming-handler.handle`
@@ -301,19 +307,23 @@ async fn run_guest(
     call_done: tokio::sync::oneshot::Sender<bool>,
     id: u64,
 ) -> Result<(), GuestFailure> {
+    let Call { req, out, streamed } = call;
     let result = app
         .within_timeout(async {
             let proxy = app.instantiate_proxy(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, call.req, call.out)
+                .call_handle(&mut store, req, out)
                 .await
         })
         .await;
     let _ = call_done.send(result.is_ok());
     drop(store);
     drop(permits);
-    result.map_err(|e| GuestFailure::classify(&e, id, app.name()))
+    result.map_err(|e| match streamed {
+        Some(body) if body.failed() => GuestFailure::after_body_failed(&e, id, app.name()),
+        _ => GuestFailure::classify(&e, id, app.name()),
+    })
 }
 
 /// The answer to a body the host would not read whole, logged.
@@ -524,9 +534,9 @@ pub(crate) mod tests {
             |i: &'static Instances,
              t: &'static Target,
              r: Box<http::Request<WasiBody>>,
-             over: Option<Arc<AtomicBool>>,
+             streamed: Option<Arc<StreamedBody>>,
              id: u64,
-             (): ()| serve_p3(i, t, r, over, id),
+             (): ()| serve_p3(i, t, r, streamed, id),
         );
         println!("http::serve_p3: {size} bytes");
         // 688; 1,384 with the request unboxed. (Boxing the hand-over to a

@@ -521,4 +521,46 @@ fn an_app_that_streams_bodies_takes_its_instance_before_the_body() {
     let answer = server.exchange_raw(chunked.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(server.wait_for_log("413: body over max_body_kb", Duration::from_secs(5)));
+    // The guest stopped where it read the body; that is the client's doing,
+    // not a guest failure.
+    assert!(server.wait_for_log(
+        "guest stopped after its request body failed",
+        Duration::from_secs(5)
+    ));
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|line| line.contains("guest failed"))
+    );
+}
+
+#[test]
+fn an_upload_broken_off_stops_its_guest_without_a_guest_failure() {
+    let (_dir, server) = probe_with_app(
+        "max_instances = 1\nqueue_timeout_ms = 500",
+        "stream_request_body = true",
+    );
+    let mut upload = send_head(
+        &server,
+        "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",
+    );
+    upload.flush().unwrap();
+    // The guest is reading the body, in the one instance, when the client
+    // leaves.
+    let busy = server.get_once_busy("/echo", 503, Duration::ZERO);
+    assert_eq!(busy.status, 503);
+    drop(upload);
+    assert!(server.wait_for_log(
+        "guest stopped after its request body failed",
+        Duration::from_secs(10)
+    ));
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|line| line.contains("guest failed"))
+    );
+    // Its place is free again.
+    assert_eq!(server.get("/echo").status, 200);
 }
