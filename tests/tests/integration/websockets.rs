@@ -39,8 +39,8 @@ fn echoes_text_and_binary() {
 fn three_clients_all_receive_a_broadcast() {
     let server = sockets("");
     let mut clients: Vec<Socket> = (0..3).map(|_| open(&server, "/room")).collect();
-    // Each session subscribes as it starts; give the three a moment to.
-    std::thread::sleep(Duration::from_millis(300));
+    // Each session subscribes as it starts, and says so.
+    assert!(server.wait_for_log_count("subscribed to room", 3, Duration::from_secs(10)));
     clients[1].send(Message::text("hi all")).unwrap();
     for client in &mut clients {
         assert_eq!(text(client), "1 hi all");

@@ -8,7 +8,8 @@
 //!   `allocated MB MiB (PAGES pages)`, `flood N` sends N numbered 1 KiB
 //!   messages at once; the peer's close frame is printed.
 //! - `/room` (loop style): every text message is published on the topic
-//!   `room` and every message of the topic is sent to the peer.
+//!   `room` and every message of the topic is sent to the peer; the session
+//!   prints `subscribed to room` once it gets every message.
 //! - `/private`: refused with 401 unless the query is `token=open-sesame`;
 //!   `token=headers` is refused with 418 and connection and framing headers
 //!   that the host must drop.
@@ -118,6 +119,8 @@ struct Room;
 impl WebSocketHandler for Room {
     async fn run(&mut self, mut ws: WebSocket, _req: &mut Request) {
         let mut room = pubsub::subscribe("room");
+        // For tests: from here on this session gets every message.
+        println!("subscribed to room");
         loop {
             match select(ws.recv(), room.next()).await {
                 Either::Left(Some(Message::Text(text))) => {
