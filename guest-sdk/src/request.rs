@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cookie::Cookie;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde::de::DeserializeOwned;
 #[cfg(not(feature = "wasip3"))]
@@ -45,8 +46,7 @@ pub struct Request {
 #[derive(Debug)]
 struct Parts {
     method: Method,
-    /// The path and query.
-    path: Uri,
+    path: PathAndQuery,
     /// The path and query with the scheme and authority.
     uri: OnceCell<Uri>,
     headers: OnceCell<HeaderMap>,
@@ -65,7 +65,7 @@ impl Parts {
     fn uri(&self) -> &Uri {
         self.uri.get_or_init(|| match &self.source {
             Some(source) => read_uri(source, &self.path),
-            None => self.path.clone(),
+            None => Uri::from(self.path.clone()),
         })
     }
 
@@ -89,7 +89,8 @@ impl Request {
             |e: http::Error| HttpError::bad_request(format!("unreadable request: {e}"));
         let method =
             crate::wasi::method_from(incoming.method()).map_err(|e| unreadable(e.into()))?;
-        let path = path_uri(incoming.path_with_query().as_deref()).map_err(unreadable)?;
+        let path = PathAndQuery::try_from(incoming.path_with_query().as_deref().unwrap_or("/"))
+            .map_err(|e| unreadable(e.into()))?;
         Ok(Self::new(Parts {
             method,
             path,
@@ -106,7 +107,8 @@ impl Request {
         let path = head
             .uri
             .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()));
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         Self::new(Parts {
             method: head.method,
             path,
@@ -482,27 +484,20 @@ fn header_map(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
     headers
 }
 
-/// `path_with_query` (`/` when there is none) as a URI.
-#[cfg(not(feature = "wasip3"))]
-fn path_uri(path_with_query: Option<&str>) -> Result<Uri, http::Error> {
-    Uri::builder()
-        .path_and_query(path_with_query.unwrap_or("/"))
-        .build()
-}
-
 /// `path` with the scheme and authority `incoming` was sent with. An
 /// authority that is not one (a `Host` header the host passed on as it
 /// came) leaves the path alone.
 #[cfg(not(feature = "wasip3"))]
-fn read_uri(incoming: &IncomingRequest, path: &Uri) -> Uri {
-    let mut parts = path.clone().into_parts();
+fn read_uri(incoming: &IncomingRequest, path: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path.clone());
     parts.scheme = incoming
         .scheme()
         .and_then(|scheme| crate::wasi::scheme_str(&scheme).parse().ok());
     parts.authority = incoming
         .authority()
         .and_then(|authority| authority.parse().ok());
-    Uri::from_parts(parts).unwrap_or_else(|_| path.clone())
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from(path.clone()))
 }
 
 #[cfg(not(feature = "wasip3"))]
@@ -541,7 +536,7 @@ fn read_body(incoming: &IncomingRequest) -> Vec<u8> {
 }
 
 #[cfg(feature = "wasip3")]
-fn read_uri(never: &Source, _: &Uri) -> Uri {
+fn read_uri(never: &Source, _: &PathAndQuery) -> Uri {
     match *never {}
 }
 
