@@ -26,9 +26,25 @@ pub enum GuestFailure {
 impl GuestFailure {
     /// What ended the call that failed with `e`, logged.
     pub fn classify(e: &wasmtime::Error, id: u64, app: &str) -> Self {
-        let failure = Self::classify_quietly(e);
+        Self::of(e).logged(e, id, app)
+    }
+
+    /// A call that failed with `e` after its streamed request body did,
+    /// logged: a trap then is the consequence it most likely is, of a guest
+    /// that reads a body it cannot get whole and has nothing better to do
+    /// than stop.
+    pub fn after_body_failed(e: &wasmtime::Error, id: u64, app: &str) -> Self {
+        match Self::of(e) {
+            Self::Trapped => Self::BodyFailed,
+            failure => failure,
+        }
+        .logged(e, id, app)
+    }
+
+    /// `self`, logged and counted, for the call that failed with `e`.
+    fn logged(self, e: &wasmtime::Error, id: u64, app: &str) -> Self {
         let metrics = &crate::metrics::METRICS;
-        match failure {
+        match self {
             Self::CpuBudget => {
                 metrics.refused(app, "cpu_budget");
                 tracing::warn!(request = id, app = %app, "guest stopped: CPU budget exceeded: {e}");
@@ -40,8 +56,9 @@ impl GuestFailure {
             Self::NoInstance => {
                 tracing::warn!(request = id, app = %app, "guest stopped: {e}");
             }
-            // Told apart by `after_body_failed` only.
-            Self::BodyFailed => {}
+            Self::BodyFailed => {
+                tracing::info!(request = id, app = %app, "guest stopped after its request body failed");
+            }
             Self::Trapped => {
                 let label = crate::metrics::App {
                     app: app.to_owned(),
@@ -50,19 +67,7 @@ impl GuestFailure {
                 tracing::error!(request = id, app = %app, "guest failed: {e:?}");
             }
         }
-        failure
-    }
-
-    /// A call that failed with `e` after its streamed request body did,
-    /// logged as the consequence it most likely is: a guest that reads a
-    /// body it cannot get whole has nothing better to do than stop.
-    pub fn after_body_failed(e: &wasmtime::Error, id: u64, app: &str) -> Self {
-        let failure = Self::classify_quietly(e);
-        if failure != Self::Trapped {
-            return Self::classify(e, id, app);
-        }
-        tracing::info!(request = id, app = %app, "guest stopped after its request body failed");
-        Self::BodyFailed
+        self
     }
 
     /// The response for a guest that failed before answering, logged.
@@ -85,8 +90,8 @@ impl GuestFailure {
         }
     }
 
-    /// What ended the call that failed with `e`, neither logged nor counted.
-    fn classify_quietly(e: &wasmtime::Error) -> Self {
+    /// What ended the call that failed with `e`, as the error tells.
+    fn of(e: &wasmtime::Error) -> Self {
         // The epoch callback's trap keeps its error under wasmtime's backtrace.
         if e.downcast_ref::<CpuBudgetExceeded>().is_some() {
             Self::CpuBudget

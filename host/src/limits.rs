@@ -600,7 +600,7 @@ async fn yield_rounds() {
 #[derive(Debug, Default)]
 pub struct StreamedBody {
     over_cap: AtomicBool,
-    failed: AtomicBool,
+    broken_off: AtomicBool,
 }
 
 impl StreamedBody {
@@ -611,7 +611,7 @@ impl StreamedBody {
 
     /// The body could not be read whole: over its cap, or broken off.
     pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
+        self.over_cap() || self.broken_off.load(Ordering::Relaxed)
     }
 }
 
@@ -651,7 +651,7 @@ where
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => {
-                self.state.failed.store(true, Ordering::Relaxed);
+                self.state.broken_off.store(true, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(e.into())));
             }
             Poll::Ready(None) => return Poll::Ready(None),
@@ -661,7 +661,6 @@ where
             self.read += data.len() as u64;
             if self.read > self.max {
                 self.state.over_cap.store(true, Ordering::Relaxed);
-                self.state.failed.store(true, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
                     Some(self.read),
                 ))));
