@@ -217,6 +217,10 @@ impl Workers {
                 state: load.clone(),
                 end: end.clone(),
             });
+            // Requests that looked for a place while this instance's permits
+            // were being taken found none and wait in the queue, where no
+            // permits may come: the new instance has room for them.
+            self.freed.notify_waiters();
             Shared { queued, load }
         });
         let alone = shared.is_none();
