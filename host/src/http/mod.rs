@@ -17,7 +17,6 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -43,8 +42,9 @@ use crate::service::{Answer, InFlight};
 /// response.
 ///
 /// This future is allocated for every request and lives as long as the
-/// guest is suspended, so it holds only what the common path needs: a
-/// queued admission is a boxed future, and the request comes boxed.
+/// guest is suspended, so it holds only what every path needs: reading a
+/// body and each WASI release's path are boxed futures, paid for by the
+/// requests that take them, and the request comes boxed.
 pub(crate) async fn handle(
     instances: &Instances,
     bodies: &BodyBuffer,
@@ -79,33 +79,52 @@ pub(crate) async fn handle(
             Err(refused) => return body_refused(refused, id, &name),
         }
     };
-    // Only a streamed body can fail once the guest runs; what became of it
-    // is allocated for those alone.
-    let mut streamed = None;
-    let secure = crate::app::is_secure(&*req);
-    let req = (*req).map(
-        |incoming| -> UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error> {
-            match body {
-                Prepared::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-                Prepared::Streamed => {
-                    let state = streamed.insert(Arc::new(StreamedBody::default()));
-                    CappedBody::new(incoming, app.max_body_bytes, state.clone()).boxed_unsync()
-                }
-                Prepared::Read(body) => body.boxed_unsync(),
-            }
-        },
-    );
     if app.wasi() == Wasi::P3 {
+        let secure = crate::app::is_secure(&*req);
+        let (req, streamed) = with_body(*req, body, app);
+        let req = Box::new(absolute(req, secure));
         // Boxed: the WASI 0.3 path's future is only paid for by its requests.
-        return Box::pin(serve_p3(
-            instances,
-            target,
-            Box::new(absolute(req, secure)),
-            streamed,
-            id,
-        ))
-        .await;
+        return Box::pin(serve_p3(instances, target, req, streamed, id)).await;
     }
+    // Boxed too: this future, which every request keeps, then holds neither
+    // path's state.
+    Box::pin(serve_p2(instances, target, req, body, id)).await
+}
+
+/// `req` with the body the guest gets, as `body` was prepared; and, for a
+/// streamed body, what becomes of it (only a streamed body can fail once
+/// the guest runs, so only those allocate it).
+fn with_body(
+    req: hyper::Request<Incoming>,
+    body: Prepared,
+    app: &App,
+) -> (http::Request<WasiBody>, Option<Arc<StreamedBody>>) {
+    let mut streamed = None;
+    let req = req.map(|incoming| -> WasiBody {
+        match body {
+            Prepared::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            Prepared::Streamed => {
+                let state = streamed.insert(Arc::new(StreamedBody::default()));
+                CappedBody::new(incoming, app.max_body_bytes, state.clone()).boxed_unsync()
+            }
+            Prepared::Read(body) => body.boxed_unsync(),
+        }
+    });
+    (req, streamed)
+}
+
+/// Serves `req` on `target`'s WASI 0.2 app, in a fresh instance. The
+/// request stays boxed, its body as prepared, until the instance is there:
+/// what an async fn is given by value it keeps twice.
+async fn serve_p2(
+    instances: &Instances,
+    target: &Target,
+    req: Box<hyper::Request<Incoming>>,
+    body: Prepared,
+    id: u64,
+) -> Response {
+    let app = &target.app;
+    let name = app.name().clone();
     let permits = match instances.admit(target, id).await {
         Ok(permits) => permits,
         Err(response) => return *response,
@@ -114,7 +133,12 @@ pub(crate) async fn handle(
         Ok(store) => store,
         Err(response) => return *response,
     };
-    let scheme = if secure { Scheme::Https } else { Scheme::Http };
+    let scheme = if crate::app::is_secure(&*req) {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let (req, streamed) = with_body(*req, body, app);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let resources: wasmtime::Result<_> = (|| {
         let http = &mut store.data_mut().http();
@@ -190,7 +214,9 @@ async fn serve_p3(
     id: u64,
 ) -> Response {
     let name = target.app.name().clone();
-    let call = match target.app.workers.call(instances, target, req, id).await {
+    // Boxed: admission is over once the request is handed to a worker, and
+    // the rest of this future lives as long as the guest takes.
+    let call = match Box::pin(target.app.workers.call(instances, target, req, id)).await {
         Ok(call) => call,
         Err(response) => return *response,
     };
@@ -203,18 +229,21 @@ async fn serve_p3(
         Ok(abandoned) => abandoned,
         Err(response) => return *response,
     };
+    // The answer comes as soon as `handle` returns, and the guest writes the
+    // body in a task of its own in the same store, on this thread, which is
+    // woken already. Yielding once lets it run first, so hyper finds the
+    // head, the body and its end ready and sends them in one write, not two
+    // (a short body is the common case; a long one is only a turn of the
+    // event loop later). The answer is taken apart only after: what is alive
+    // across the yield is stored in this future for its whole life.
+    if let Answer::Response(response, ..) = &answer
+        && !hyper::body::Body::is_end_stream(response.body())
+    {
+        tokio::task::yield_now().await;
+    }
     match answer {
         Answer::Response(response, failed, in_flight) => {
             let (head, body) = response.into_parts();
-            // The answer comes as soon as `handle` returns, and the guest
-            // writes the body in a task of its own in the same store, on
-            // this thread, which is woken already. Yielding once lets it run
-            // first, so hyper finds the head, the body and its end ready and
-            // sends them in one write, not two (a short body is the common
-            // case; a long one is only a turn of the event loop later).
-            if !hyper::body::Body::is_end_stream(&body) {
-                tokio::task::yield_now().await;
-            }
             let body = GuestBody::new(body, Outcome::Instance(failed), abandoned, &head.headers)
                 .in_flight(in_flight);
             Response::from_parts(head, body.boxed_unsync())
@@ -522,9 +551,24 @@ pub(crate) mod tests {
              (): ()| handle(i, b, t, r, id),
         );
         println!("http::handle: {size} bytes");
-        // 640 before wasmtime was built with component-model-async; 744
-        // measured with and without the WASI 0.3 branch.
-        assert!(size <= 768, "http::handle's future is {size} bytes");
+        // 112 since each path is boxed; 760 when the WASI 0.2 path was not.
+        assert!(size <= 128, "http::handle's future is {size} bytes");
+    }
+
+    /// A WASI 0.2 request's part of the request future, boxed beside it.
+    #[test]
+    fn the_wasi_02_request_future_stays_small() {
+        let size = returned_size(
+            |i: &'static Instances,
+             t: &'static Target,
+             r: Box<hyper::Request<Incoming>>,
+             b: Prepared,
+             id: u64,
+             (): ()| serve_p2(i, t, r, b, id),
+        );
+        println!("http::serve_p2: {size} bytes");
+        // 608; 968 when it was given the request with its body, by value.
+        assert!(size <= 640, "http::serve_p2's future is {size} bytes");
     }
 
     /// A WASI 0.3 request's part of the request future, boxed beside it.
@@ -539,9 +583,9 @@ pub(crate) mod tests {
              (): ()| serve_p3(i, t, r, streamed, id),
         );
         println!("http::serve_p3: {size} bytes");
-        // 688; 1,384 with the request unboxed. (Boxing the hand-over to a
-        // worker, admission included, would save 16 bytes more for an
-        // allocation per request.)
-        assert!(size <= 704, "http::serve_p3's future is {size} bytes");
+        // 376; 688 while the hand-over to a worker, admission included, and
+        // the wait for a worker's end were not boxed; 1,384 with the request
+        // unboxed.
+        assert!(size <= 384, "http::serve_p3's future is {size} bytes");
     }
 }
