@@ -382,16 +382,27 @@ fn a_response_body_holds_its_place_in_a_reused_instance_until_sent() {
          instance_reuse = {{ max_concurrent = 1, max_requests = 100 }}\n",
         components::WASIP3_PROBE
     ));
-    let server = Arc::new(Cyclone::serve(&path).keeping(dir));
-    let streamer = {
-        let server = server.clone();
-        std::thread::spawn(move || server.get_lines_timed("/chunks?n=3&ms=300"))
-    };
-    std::thread::sleep(Duration::from_millis(150));
-    // The head came at once; the body is still being written, 450 ms more.
+    let server = Cyclone::serve(&path).keeping(dir);
+    // The head comes at once, and the three chunks 300 ms apart: once the
+    // head is here, the body has about 600 ms more to go.
+    let mut streamer = server.connect();
+    streamer
+        .write_all(b"GET /chunks?n=3&ms=300 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = streamer.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed before the head");
+        answer.extend_from_slice(&buf[..n]);
+    }
     let (status, _, waited) = get(&server, "/hello").join().unwrap();
     assert_eq!(status, 200);
-    assert_eq!(streamer.join().unwrap().len(), 3);
+    streamer.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    for i in 0..3 {
+        assert!(answer.contains(&format!("chunk {i}\n")), "{answer}");
+    }
     // The one place was taken until the body was sent.
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
 }
