@@ -220,8 +220,11 @@ pub fn watch(
                 now = again;
             }
             rebuild(step, &deployments);
-            // What the build itself wrote (a lock file, say) is not a change.
-            *seen = fingerprint(step);
+            // What was built is what the sources held before the build: a
+            // change saved while it ran is rebuilt next. (What the build
+            // itself writes there, a new lock file, costs one rebuild that
+            // finds the component unchanged.)
+            *seen = now;
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cyclone_tests::ws::{open_at, text};
-use cyclone_tests::{Cyclone, cyclone_bin, shared_cache};
+use cyclone_tests::{Cyclone, components, cyclone_bin, shared_cache};
 use tungstenite::Message;
 
 /// Runs `cyclone ARGS` in `dir` to the end.
@@ -192,4 +192,38 @@ fn build_says_what_failed_and_exits_non_zero() {
         "{}",
         stderr(&missing)
     );
+}
+
+#[test]
+fn a_change_saved_while_a_build_runs_is_built_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let next = dir.path().join("next.wasm");
+    std::fs::copy(components::HELLO, &next).unwrap();
+    // The build prints `copied` (which its command line, also in the log,
+    // does not hold) once the component is in place, then takes a second.
+    std::fs::write(
+        dir.path().join("cyclone.toml"),
+        "[apps.a]\ncomponent = \"a.wasm\"\nroutes = [\"/...\"]\n\
+         build = { command = \"cp next.wasm a.wasm && echo cop''ied && sleep 1\", watch = [\"next.wasm\"] }\n",
+    )
+    .unwrap();
+    let server = up(dir.path(), &["--watch"]);
+    let hello = server.get("/").body;
+    assert!(server.wait_for_log("watching", Duration::from_secs(10)));
+
+    // A change: the build copies it.
+    std::fs::copy(components::WASIP2_RAW, &next).unwrap();
+    assert!(
+        server.wait_for_log_count("copied", 2, Duration::from_secs(30)),
+        "{:#?}",
+        server.log()
+    );
+    // Saved while that build runs: built next, not taken as built.
+    std::fs::copy(components::HELLO, &next).unwrap();
+    assert!(
+        server.wait_for_log_count("rebuilt and deployed", 2, Duration::from_secs(30)),
+        "the change saved during the build was not built: {:#?}",
+        server.log()
+    );
+    assert_eq!(server.get("/").body, hello);
 }
