@@ -99,7 +99,7 @@ mod tests {
         let size =
             returned_size(|d: &'static Dispatcher, r: Box<hyper::Request<Incoming>>| d.handle(r));
         println!("Dispatcher::handle: {size} bytes");
-        // 176 since each HTTP path boxes its own future; 824 when this one
+        // 168 since each HTTP path boxes its own future; 824 when this one
         // held the WASI 0.2 path's, which a WASI 0.3 request paid for too.
         assert!(size <= 192, "Dispatcher::handle's future is {size} bytes");
     }

@@ -572,11 +572,12 @@ async fn serve(
     let mut answer = Some(answer);
     let result = app
         .within_timeout(async {
-            // Built inside `with`: what an async block takes apart is kept
-            // in its future until its end, and the request's head is 224
-            // bytes. (`Service::handle` would push it into the table too,
-            // but keep it, 184 bytes, in its future for as long as the guest
-            // takes.)
+            // Built and put in the table inside `with`: what an async block
+            // takes apart is kept in its future until its end (the request's
+            // head is 224 bytes), and `Service::handle`, which would push it
+            // too, keeps it (184 bytes) for as long as the guest takes.
+            // (`Request::from_http` does the same, but its future holds on
+            // to the borrow of the hooks, so it cannot leave `with`.)
             let (request, io) = accessor.with(|mut access| {
                 let (parts, body) = (*request).into_parts();
                 let http = access.data_mut().http();
