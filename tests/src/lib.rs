@@ -21,6 +21,24 @@ pub mod components {
 pub mod services;
 pub mod ws;
 
+/// Reads `stream` until what came holds `needle`, and returns all of it.
+/// Panics when the connection ends first.
+pub fn read_until(stream: &mut impl std::io::Read, needle: &[u8]) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        let n = stream.read(&mut buf).expect("reading from cyclone");
+        assert!(
+            n > 0,
+            "the connection closed before {:?}: {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
+
 /// How long to wait for the server to start (it may compile components).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cyclone_tests::{Cyclone, components, manifest};
+use cyclone_tests::{Cyclone, components, manifest, read_until};
 
 /// The probe with `server` settings (TOML lines) and its defaults otherwise.
 fn probe_with(server: &str) -> (tempfile::TempDir, Cyclone) {
@@ -392,14 +392,7 @@ fn a_client_that_leaves_mid_body_releases_its_instance_at_once() {
     let server = Cyclone::serve(&path);
     // `/stream` writes five chunks 200 ms apart: leave after the first.
     let mut stream = send_head(&server, "GET /stream HTTP/1.1\r\nhost: x\r\n\r\n");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&seen).contains("chunk 1") {
-        use std::io::Read;
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut stream, b"chunk 1");
     drop(stream);
     assert!(server.wait_for_log(
         "client went away before the response was complete; instance released",

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cyclone_tests::{Cyclone, Upstream, components, manifest};
+use cyclone_tests::{Cyclone, Upstream, components, manifest, read_until};
 
 /// The wasip3 probe as the only app, with `settings` added to its table.
 fn probe(settings: &str) -> Cyclone {
@@ -389,13 +389,7 @@ fn a_response_body_holds_its_place_in_a_reused_instance_until_sent() {
     streamer
         .write_all(b"GET /chunks?n=3&ms=300 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = streamer.read(&mut buf).unwrap();
-        assert!(n > 0, "the connection closed before the head");
-        answer.extend_from_slice(&buf[..n]);
-    }
+    let mut answer = read_until(&mut streamer, b"\r\n\r\n");
     let (status, _, waited) = get(&server, "/hello").join().unwrap();
     assert_eq!(status, 200);
     streamer.read_to_end(&mut answer).unwrap();

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use cyclone_tests::ws::{Socket, close_frame, next, open, open_with, text};
-use cyclone_tests::{Cyclone, components, manifest};
+use cyclone_tests::{Cyclone, components, manifest, read_until};
 use tungstenite::Message;
 
 /// The sockets guest at `/...`, with `extra` manifest lines for its app.
@@ -267,13 +267,7 @@ fn a_refusal_cannot_carry_connection_or_framing_headers() {
         server.addr()
     );
     stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the head");
-        answer.extend_from_slice(&buf[..n]);
-    }
+    let answer = read_until(&mut stream, b"\r\n\r\n");
     let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 418"), "{answer}");
     assert!(answer.contains("x-refused: yes"), "{answer}");
