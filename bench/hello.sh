@@ -23,9 +23,12 @@ need_apt wrk wrk
 need_wasmtime
 
 cd "$root"
-# The production build (`dist`: whole-program optimisation) for cyclone and
-# its native baseline alike; the first build takes about 30 minutes on 2 cores.
-cargo build --quiet --profile dist -p cyclone-host -p hyper-hello
+# The production build for cyclone and its native baseline alike: `dist`
+# (whole-program optimisation) with profile-guided optimisation, trained on
+# other components than the ones measured here (bench/pgo.sh: about an hour
+# on 2 cores).
+pgo=$("$root/bench/pgo.sh")
+dist=$(dirname "$pgo")
 # ...and the `release` host too (cyclone-release), to show what the profile gives.
 cargo build --quiet --release -p cyclone-host
 cargo build --quiet --profile guest --target wasm32-wasip2 -p hello -p spin3-hello
@@ -38,9 +41,9 @@ printf '[apps.hello]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n
 start() {
     local port=$2
     case $1 in
-        cyclone) exec "$root/target/dist/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
+        cyclone) exec "$dist/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
         cyclone-release) exec "$root/target/release/cyclone" serve --listen "127.0.0.1:$port" "$hello" ;;
-        hyper) exec "$root/target/dist/hyper-hello" "127.0.0.1:$port" ;;
+        hyper) exec "$dist/hyper-hello" "127.0.0.1:$port" ;;
         # -Scli: the component (like any Rust std component) imports wasi:cli.
         wasmtime-serve) exec "$wasmtime" serve -Scli --addr "127.0.0.1:$port" "$hello" ;;
         wasmtime-serve-tuned)
@@ -48,8 +51,8 @@ start() {
                 -O pooling-memory-keep-resident=2097152 \
                 -O pooling-table-keep-resident=65536 \
                 -O pooling-pagemap-scan=y "$hello" ;;
-        cyclone-p3) exec "$root/target/dist/cyclone" serve --listen "127.0.0.1:$port" "$hello3" ;;
-        cyclone-p3-reuse) exec "$root/target/dist/cyclone" serve --listen "127.0.0.1:$port" "$work/reuse.toml" ;;
+        cyclone-p3) exec "$dist/cyclone" serve --listen "127.0.0.1:$port" "$hello3" ;;
+        cyclone-p3-reuse) exec "$dist/cyclone" serve --listen "127.0.0.1:$port" "$work/reuse.toml" ;;
         wasmtime-serve-p3)
             exec "$wasmtime" serve -Scli -Sp3 -Wcomponent-model-async --addr "127.0.0.1:$port" "$hello3" ;;
         wasmtime-serve-p3-fresh)
@@ -109,7 +112,7 @@ PY
 )
 
 header="Hello world: $(machine_line bench/hello.sh). WASI 0.2 rows serve \`examples/hello\` (cyclone-sdk) with a fresh instance per request; WASI 0.3 rows serve \`tests/guests/spin3-hello\` (Spin SDK 7, \`#[http_service]\`): cyclone-p3 with a fresh instance per request, cyclone-p3-reuse with \`instance_reuse = {}\` (128 requests per instance, 16 at once), wasmtime-serve-p3 with \`-Scli -Sp3 -Wcomponent-model-async\` and its default reuse (128 requests per instance, 16 at once), wasmtime-serve-p3-fresh adds \`--max-instance-reuse-count 1\`. The column vs \`wasmtime serve\` compares with wasmtime-serve (0.2 rows) or wasmtime-serve-p3 (0.3 rows).
-cyclone and hyper are built with the \`dist\` profile (link-time optimisation); cyclone-release is the same host built with \`release\`.
+cyclone and hyper are built by \`bench/pgo.sh\`: the \`dist\` profile (link-time optimisation) with profile-guided optimisation, trained on other components (\`examples/limits\` and \`tests/guests/wasip3-probe\`); cyclone-release is the same host built with \`release\`, with neither.
 Server CPU per request = the server process's user + system time during the measured run / requests answered.
 wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS rounds alternating the servers, all on this machine (client and server share the cores). RUST_BACKTRACE unset. wasmtime-cli $WASMTIME_VERSION with \`-Scli\` (the component imports wasi:cli, as Rust std components do); tuned adds \`-O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 -O pooling-pagemap-scan=y\`."
 write_section hello "Hello world" "$header" "$table"

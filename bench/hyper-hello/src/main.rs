@@ -2,7 +2,8 @@
 //! answering every request with `Hello, world!`.
 //!
 //! Usage: `hyper-hello [ADDR]` (default `127.0.0.1:0`); prints
-//! `listening on http://IP:PORT` once bound.
+//! `listening on http://IP:PORT` once bound, and exits normally on SIGINT
+//! (so that an instrumented build writes its profile: `bench/pgo.sh`).
 
 use std::convert::Infallible;
 
@@ -22,7 +23,10 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
