@@ -25,8 +25,8 @@ need_wasmtime
 cd "$root"
 # The production build for cyclone and its native baseline alike: `dist`
 # (whole-program optimisation) with profile-guided optimisation, trained on
-# other components than the ones measured here (bench/pgo.sh: about an hour
-# on 2 cores).
+# other components than the ones measured here (bench/pgo.sh: two dist
+# builds).
 pgo=$("$root/bench/pgo.sh")
 dist=$(dirname "$pgo")
 # ...and the `release` host too (cyclone-release), to show what the profile gives.
