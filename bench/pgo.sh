@@ -43,13 +43,9 @@ build() {
 
 # Fixed paths, so that a second run reuses the instrumented build.
 raw="$root/target/pgo/raw"
+gen="$root/target/pgo/gen/$triple/dist"
 echo "bench: instrumented build" >&2
 build gen "-Cprofile-generate=$raw"
-rm -rf "$raw"
-cargo build --quiet --profile guest --target wasm32-wasip2 -p limits -p wasip3-probe
-guests="$root/target/wasm32-wasip2/guest"
-printf '[apps.probe]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n' \
-    "$guests/wasip3_probe.wasm" >"$work/reuse.toml"
 
 # train BINARY ARGS...: runs BINARY ARGS (which listens on $port) under wrk at
 # $url, then stops it with SIGINT: a process that exits normally writes its
@@ -63,21 +59,34 @@ train() {
     wait "$pid" || { echo "bench: $1 did not exit cleanly under training" >&2; cat "$work/train.log" >&2; exit 1; }
 }
 
-gen="$root/target/pgo/gen/$triple/dist"
-for target in "$guests/limits.wasm" "$guests/wasip3_probe.wasm" "$work/reuse.toml"; do
+# make_profile: trains the instrumented binaries, and sets $profile to the
+# merged profile, named by its contents (a new profile changes the flags of
+# the next build, and so rebuilds it).
+make_profile() {
+    rm -rf "$raw" "$root"/target/pgo/*.profdata
+    cargo build --quiet --profile guest --target wasm32-wasip2 -p limits -p wasip3-probe
+    local guests="$root/target/wasm32-wasip2/guest" target
+    printf '[apps.probe]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n' \
+        "$guests/wasip3_probe.wasm" >"$work/reuse.toml"
+    for target in "$guests/limits.wasm" "$guests/wasip3_probe.wasm" "$work/reuse.toml"; do
+        port=$(free_port)
+        url="http://127.0.0.1:$port/hello"
+        train "$gen/cyclone" serve --listen "127.0.0.1:$port" "$target"
+    done
     port=$(free_port)
-    url="http://127.0.0.1:$port/hello"
-    train "$gen/cyclone" serve --listen "127.0.0.1:$port" "$target"
-done
-port=$(free_port)
-url="http://127.0.0.1:$port/"
-train "$gen/hyper-hello" "127.0.0.1:$port"
+    url="http://127.0.0.1:$port/"
+    train "$gen/hyper-hello" "127.0.0.1:$port"
+    "$profdata" merge -o "$work/merged.profdata" "$raw"
+    profile="$root/target/pgo/$(sha256sum "$work/merged.profdata" | cut -c1-16).profdata"
+    mv "$work/merged.profdata" "$profile"
+}
 
-"$profdata" merge -o "$work/merged.profdata" "$raw"
-# Named by its contents: a new profile changes the flags, and so rebuilds.
-rm -f "$root"/target/pgo/*.profdata
-profile="$root/target/pgo/$(sha256sum "$work/merged.profdata" | cut -c1-16).profdata"
-mv "$work/merged.profdata" "$profile"
+# A profile newer than both instrumented binaries was made from them: it is
+# used again, so that a second run builds nothing.
+profile=$(ls -t "$root"/target/pgo/*.profdata 2>/dev/null | head -n 1 || true)
+if [ -z "$profile" ] || [ "$gen/cyclone" -nt "$profile" ] || [ "$gen/hyper-hello" -nt "$profile" ]; then
+    make_profile
+fi
 echo "bench: build with the profile" >&2
 build use "-Cprofile-use=$profile"
 echo "$root/target/pgo/use/$triple/dist/cyclone"
