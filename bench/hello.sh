@@ -29,7 +29,7 @@ cd "$root"
 # builds).
 pgo=$("$root/bench/pgo.sh")
 dist=$(dirname "$pgo")
-# ...and the `release` host too (cyclone-release), to show what the profile gives.
+# ...and the `release` host too (cyclone-release), to show what the production build gives.
 cargo build --quiet --release -p cyclone-host
 cargo build --quiet --profile guest --target wasm32-wasip2 -p hello -p spin3-hello
 hello="$root/target/wasm32-wasip2/guest/hello.wasm"
