@@ -45,6 +45,12 @@ need_wasmtime() {
     fi
 }
 
+# reuse_manifest COMPONENT FILE: writes a manifest to FILE that serves
+# COMPONENT (a WASI 0.3 one) at every path, with instance reuse at its defaults.
+reuse_manifest() {
+    printf '[apps.app]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n' "$1" >"$2"
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -66,8 +66,7 @@ make_profile() {
     rm -rf "$raw" "$root"/target/pgo/*.profdata
     cargo build --quiet --profile guest --target wasm32-wasip2 -p limits -p wasip3-probe
     local guests="$root/target/wasm32-wasip2/guest" target
-    printf '[apps.probe]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n' \
-        "$guests/wasip3_probe.wasm" >"$work/reuse.toml"
+    reuse_manifest "$guests/wasip3_probe.wasm" "$work/reuse.toml"
     for target in "$guests/limits.wasm" "$guests/wasip3_probe.wasm" "$work/reuse.toml"; do
         port=$(free_port)
         url="http://127.0.0.1:$port/hello"
