@@ -10,6 +10,12 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
+# Every script builds guest components: add their target when rustup lacks it.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "bench: adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)" >&2
+    rustup target add wasm32-wasip2 >/dev/null
+fi
+
 # need_apt PROGRAM PACKAGE: installs PACKAGE with apt-get when PROGRAM is missing.
 need_apt() {
     command -v "$1" >/dev/null && return 0
