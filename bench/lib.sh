@@ -11,7 +11,9 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 # Every script builds guest components: add their target when rustup lacks it.
-if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+# (The list is read whole first: grep -q stopping early under pipefail
+# would read as a missing target.)
+if command -v rustup >/dev/null && ! grep -qx wasm32-wasip2 <<<"$(rustup target list --installed)"; then
     echo "bench: adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)" >&2
     rustup target add wasm32-wasip2 >/dev/null
 fi

@@ -47,10 +47,12 @@ gen="$root/target/pgo/gen/$triple/dist"
 echo "bench: instrumented build" >&2
 build gen "-Cprofile-generate=$raw"
 
-# train BINARY ARGS...: runs BINARY ARGS (which listens on $port) under wrk at
-# $url, then stops it with SIGINT: a process that exits normally writes its
+# train URL BINARY ARGS...: runs BINARY ARGS (which serves URL) under wrk at
+# URL, then stops it with SIGINT: a process that exits normally writes its
 # profile.
 train() {
+    local url=$1
+    shift
     "$@" >"$work/train.log" 2>&1 &
     local pid=$!
     wait_url "$url"
@@ -65,16 +67,14 @@ train() {
 make_profile() {
     rm -rf "$raw" "$root"/target/pgo/*.profdata
     cargo build --quiet --profile guest --target wasm32-wasip2 -p limits -p wasip3-probe
-    local guests="$root/target/wasm32-wasip2/guest" target
+    local guests="$root/target/wasm32-wasip2/guest" target port
     reuse_manifest "$guests/wasip3_probe.wasm" "$work/reuse.toml"
     for target in "$guests/limits.wasm" "$guests/wasip3_probe.wasm" "$work/reuse.toml"; do
         port=$(free_port)
-        url="http://127.0.0.1:$port/hello"
-        train "$gen/cyclone" serve --listen "127.0.0.1:$port" "$target"
+        train "http://127.0.0.1:$port/hello" "$gen/cyclone" serve --listen "127.0.0.1:$port" "$target"
     done
     port=$(free_port)
-    url="http://127.0.0.1:$port/"
-    train "$gen/hyper-hello" "127.0.0.1:$port"
+    train "http://127.0.0.1:$port/" "$gen/hyper-hello" "127.0.0.1:$port"
     "$profdata" merge -o "$work/merged.profdata" "$raw"
     profile="$root/target/pgo/$(sha256sum "$work/merged.profdata" | cut -c1-16).profdata"
     mv "$work/merged.profdata" "$profile"
