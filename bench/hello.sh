@@ -34,7 +34,7 @@ cargo build --quiet --release -p cyclone-host
 cargo build --quiet --profile guest --target wasm32-wasip2 -p hello -p spin3-hello
 hello="$root/target/wasm32-wasip2/guest/hello.wasm"
 hello3="$root/target/wasm32-wasip2/guest/spin3_hello.wasm"
-reuse_manifest "$hello3" "$work/reuse.toml"
+app_table hello "$hello3" "instance_reuse = {}" >"$work/reuse.toml"
 
 # start NAME PORT: runs the server in the background, sets $server_pid.
 # Each branch execs, so $! is the server itself and `kill` stops it.

@@ -53,10 +53,18 @@ need_wasmtime() {
     fi
 }
 
-# reuse_manifest COMPONENT FILE: writes a manifest to FILE that serves
-# COMPONENT (a WASI 0.3 one) at every path, with instance reuse at its defaults.
-reuse_manifest() {
-    printf '[apps.app]\ncomponent = "%s"\nroutes = ["/..."]\ninstance_reuse = {}\n' "$1" >"$2"
+# app_table NAME COMPONENT [LINE...]: prints the manifest table of an app
+# NAME that serves COMPONENT at every path, with each LINE in it.
+app_table() {
+    printf '[apps.%s]\ncomponent = "%s"\nroutes = ["/..."]\n' "$1" "$2"
+    shift 2
+    [ $# -eq 0 ] || printf '%s\n' "$@"
+}
+
+# pool_table POOL: prints a [server] table with POOL instances and POOL
+# queue places.
+pool_table() {
+    printf '[server]\nmax_instances = %s\nmax_queued = %s\n\n' "$1" "$1"
 }
 
 free_port() {
@@ -138,8 +146,7 @@ pooled_app() {
     cargo build --quiet --profile guest --target wasm32-wasip2 -p "$name"
     component="$root/target/wasm32-wasip2/guest/$name.wasm"
     {
-        printf '[server]\nmax_instances = %s\nmax_queued = %s\n\n' "$pool" "$pool"
-        printf '[apps.%s]\ncomponent = "%s"\nroutes = ["/..."]\n' "$name" "$component"
-        printf '%s\n' "$@"
+        pool_table "$pool"
+        app_table "$name" "$component" "$@"
     } >"$work/cyclone.toml"
 }

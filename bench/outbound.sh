@@ -41,9 +41,7 @@ manifest() {
     local file=$1
     shift
     {
-        printf '[apps.aggregator]\ncomponent = "%s"\nroutes = ["/..."]\n' "$aggregator"
-        printf 'allowed_outbound_hosts = ["http://127.0.0.1:%s"]\n' "$up_port"
-        printf '%s\n' "$@"
+        app_table aggregator "$aggregator" "allowed_outbound_hosts = [\"http://127.0.0.1:$up_port\"]" "$@"
         printf '[apps.aggregator.variables]\nupstreams = "%s"\nupstream_timeout_ms = "5000"\n' "$upstreams"
     } >"$work/$file"
 }

@@ -68,7 +68,7 @@ make_profile() {
     rm -rf "$raw" "$root"/target/pgo/*.profdata
     cargo build --quiet --profile guest --target wasm32-wasip2 -p limits -p wasip3-probe
     local guests="$root/target/wasm32-wasip2/guest" target port
-    reuse_manifest "$guests/wasip3_probe.wasm" "$work/reuse.toml"
+    app_table probe "$guests/wasip3_probe.wasm" "instance_reuse = {}" >"$work/reuse.toml"
     for target in "$guests/limits.wasm" "$guests/wasip3_probe.wasm" "$work/reuse.toml"; do
         port=$(free_port)
         train "http://127.0.0.1:$port/hello" "$gen/cyclone" serve --listen "127.0.0.1:$port" "$target"

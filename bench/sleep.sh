@@ -35,10 +35,8 @@ p3_manifest() {
     local file=$1
     shift
     {
-        printf '[server]\nmax_instances = %s\nmax_queued = %s\n\n' "$pool" "$pool"
-        printf '[apps.probe]\ncomponent = "%s"\nroutes = ["/..."]\n' "$probe"
-        printf 'timeout_ms = %s\nmax_memory_mb = 16\n' "$((SLEEP_MS * 10))"
-        printf '%s\n' "$@"
+        pool_table "$pool"
+        app_table probe "$probe" "timeout_ms = $((SLEEP_MS * 10))" "max_memory_mb = 16" "$@"
     } >"$work/$file"
 }
 p3_manifest p3.toml
